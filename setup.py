@@ -1,0 +1,4 @@
+"""Packaging for hear_embed; metadata lives in pyproject.toml."""
+from setuptools import setup
+
+setup()
