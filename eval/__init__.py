@@ -1,0 +1,1 @@
+"""The hear_embed evaluation harness: the HEAR benchmark protocol on a modern stack (``python -m eval``)."""
