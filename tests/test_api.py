@@ -1,0 +1,215 @@
+"""The HEAR API face: shapes, dtypes, timestamps, options, input validation, streaming == plain, and parity
+with the authors' reference outputs (small fixture model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hear_embed import get_scene_embeddings, get_timestamp_embeddings, load_model
+from hear_embed.api import SCENE_POOLINGS
+from hear_embed.streaming import windowed_hidden
+
+SAMPLES_PER_FRAME = 320  # one encoder frame = 2 spectrogram hops of 160 samples
+
+
+@pytest.fixture(scope="module")
+def checkpoint(parity_dir):
+    return str(parity_dir / "acoustic_model_small.pth")
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint)
+
+
+def noise(n_sounds: int, n_samples: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n_sounds, n_samples, generator=generator) * 2 - 1
+
+
+def plain_hidden(model, audio: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
+    """The reference computation: Frontend on whole clips, then AcousticModel.forward."""
+    with torch.no_grad():
+        hidden, _ = model.acoustic_model(model.frontend(audio), num_layers=num_layers)
+    return hidden
+
+
+@pytest.mark.parametrize("clip", range(6))
+def test_matches_reference_clip(model, reference, clip):
+    audio = torch.from_numpy(reference[f"clip{clip}_waveform"])[None]
+    embeddings, _ = get_timestamp_embeddings(audio, model)
+    np.testing.assert_allclose(embeddings[0].numpy(), reference[f"clip{clip}_hidden"], atol=1e-4, rtol=0)
+
+
+def test_matches_reference_batch(model, reference):
+    embeddings, _ = get_timestamp_embeddings(torch.from_numpy(reference["batch_waveforms"]), model)
+    np.testing.assert_allclose(embeddings.numpy(), reference["batch_hidden"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 2.0, 7.5])
+def test_timestamp_embeddings_shape_dtype_and_times(model, seconds):
+    audio = noise(3, int(seconds * model.sample_rate))
+    embeddings, timestamps = get_timestamp_embeddings(audio, model)
+    frames = (audio.shape[1] // 160 + 1) // 2
+    assert embeddings.shape == (3, frames, model.timestamp_embedding_size)
+    assert timestamps.shape == (3, frames)
+    assert embeddings.dtype == torch.float32 and timestamps.dtype == torch.float32
+    assert torch.isfinite(embeddings).all()
+    expected = 5.0 + 20.0 * torch.arange(frames, dtype=torch.float32)
+    assert torch.equal(timestamps, expected.expand(3, frames))
+
+
+def test_same_input_same_output(model):
+    audio = noise(2, 16000)
+    first, _ = get_timestamp_embeddings(audio, model)
+    second, _ = get_timestamp_embeddings(audio.clone(), model)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.0])
+def test_batch_equals_single_calls(model, seconds):
+    audio = noise(3, int(seconds * model.sample_rate), seed=1)
+    batched, _ = get_timestamp_embeddings(audio, model)
+    for index in range(3):
+        single, _ = get_timestamp_embeddings(audio[index: index + 1], model)
+        torch.testing.assert_close(batched[index], single[0], atol=1e-5, rtol=0)
+
+
+def test_numpy_input_accepted(model):
+    audio = noise(2, 8000)
+    from_numpy, _ = get_timestamp_embeddings(audio.numpy(), model)
+    from_torch, _ = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(from_numpy, from_torch, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", SCENE_POOLINGS)
+def test_scene_is_pooled_timestamps(checkpoint, pooling):
+    model = load_model(checkpoint, scene_pooling=pooling)
+    audio = noise(4, 24000, seed=2)
+    scene = get_scene_embeddings(audio, model)
+    frames, _ = get_timestamp_embeddings(audio, model)
+    parts = {"mean": frames.mean(1), "max": frames.max(1).values, "std": frames.std(1, unbiased=False)}
+    expected = torch.cat([parts[name] for name in pooling.split("+")], dim=1)
+    assert scene.shape == (4, model.scene_embedding_size) and scene.dtype == torch.float32
+    torch.testing.assert_close(scene, expected, atol=1e-6, rtol=0)
+
+
+def test_scene_embedding_size_follows_pooling(checkpoint):
+    sizes = {pooling: load_model(checkpoint, scene_pooling=pooling).scene_embedding_size for pooling in SCENE_POOLINGS}
+    assert sizes == {"mean": 64, "max": 64, "mean+max": 128, "mean+std": 128}
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.0])
+def test_layer_option_selects_transformer_layer(checkpoint, model, seconds):
+    audio = noise(2, int(seconds * 16000), seed=3)
+    first_layer, _ = get_timestamp_embeddings(audio, load_model(checkpoint, layer=1))
+    last_layer, _ = get_timestamp_embeddings(audio, load_model(checkpoint, layer=2))
+    default, _ = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(first_layer, plain_hidden(model, audio, num_layers=1), atol=1e-5, rtol=0)
+    assert torch.equal(last_layer, default)
+    assert (first_layer - default).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"layer": 0}, "layer must be an integer from 1 to 2"),
+    ({"layer": 3}, "layer must be an integer from 1 to 2"),
+    ({"layer": "2"}, "layer must be an integer"),
+    ({"scene_pooling": "median"}, "scene_pooling must be one of"),
+    ({"windows_per_group": 0}, "windows_per_group must be a positive integer"),
+    ({"pooling": "mean"}, "unknown model option(s) ['pooling']"),
+])
+def test_bad_options_raise(checkpoint, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_model(checkpoint, **options)
+
+
+def _with_nan_in_clip_1() -> torch.Tensor:
+    audio = noise(3, 4000)
+    audio[1, 100] = float("nan")
+    return audio
+
+
+def _with_inf_in_clip_2() -> torch.Tensor:
+    audio = noise(3, 4000)
+    audio[2, -1] = float("inf")
+    return audio
+
+
+@pytest.mark.parametrize("make_audio, message", [
+    (lambda: [[0.0] * 4000], "must be a torch.Tensor or numpy.ndarray"),
+    (lambda: noise(1, 4000)[0], "must have shape \\(n_sounds, n_samples\\), got 1 dimension"),
+    (lambda: noise(1, 4000)[None], "got 3 dimension"),
+    (lambda: (noise(1, 4000) * 1000).to(torch.int16), "must be float32.*torch.int16"),
+    (lambda: noise(1, 4000).double(), "must be float32.*torch.float64"),
+    (lambda: noise(1, 4000).numpy().astype(np.float64), "must be float32.*torch.float64"),
+    (_with_nan_in_clip_1, "NaN or Inf in clip\\(s\\) \\[1\\]"),
+    (_with_inf_in_clip_2, "NaN or Inf in clip\\(s\\) \\[2\\]"),
+    (lambda: torch.zeros(0, 4000), "empty batch"),
+    (lambda: noise(2, 512), "512 samples long; at least 513 samples"),
+])
+def test_bad_audio_raises(model, make_audio, message):
+    with pytest.raises(ValueError, match=message):
+        get_timestamp_embeddings(make_audio(), model)
+    with pytest.raises(ValueError, match=message):
+        get_scene_embeddings(make_audio(), model)
+
+
+def windows_needed(frames: int) -> int:
+    return 1 if frames <= 300 else -(-(frames - 300) // 250) + 1
+
+
+# Samples: the shortest input (2 frames); exactly max_length=300 encoder frames with odd and even spectrogram
+# frame counts; 301 (the first windowed length); then 2..5 windows with full and partial last windows, which
+# with 2 windows per group covers one group, a multiple of the group size and one either side; with 16 windows
+# per group 17 windows (one full group and one more window).
+STREAMING_CASES = [(513, 2), (96000, 2), (95840, 2), (96159, 2), (96160, 2), (96320, 2), (550 * 320, 2),
+                   (551 * 320 + 100, 2), (800 * 320, 2), (801 * 320, 2), (1000 * 320 + 5, 2), (1050 * 320, 2),
+                   (1051 * 320 + 200, 2), (1051 * 320, 1), (4051 * 320, 16)]
+
+
+@pytest.mark.parametrize("n_samples, windows_per_group", STREAMING_CASES)
+def test_streaming_equals_plain(checkpoint, n_samples, windows_per_group):
+    model = load_model(checkpoint, windows_per_group=windows_per_group)
+    n_sounds = 2 if n_samples < 500_000 else 1
+    audio = noise(n_sounds, n_samples, seed=n_samples) * 0.3
+    embeddings, timestamps = get_timestamp_embeddings(audio, model)
+    expected = plain_hidden(model, audio)
+    frames = (n_samples // 160 + 1) // 2
+    assert embeddings.shape == expected.shape == (n_sounds, frames, 64)
+    assert timestamps.shape == (n_sounds, frames)
+    torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_streaming_cases_cover_the_window_counts():
+    counts = {(windows_needed((n // 160 + 1) // 2), group) for n, group in STREAMING_CASES}
+    assert {(1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (17, 16)} <= counts
+
+
+@pytest.mark.parametrize("chunk_frames", [37, 500])
+def test_streaming_statistics_chunking(model, chunk_frames):
+    audio = noise(1, 700 * SAMPLES_PER_FRAME + 33, seed=4)
+    hidden = windowed_hidden(model.frontend, model.acoustic_model, audio, windows_per_group=3,
+                             stats_chunk_frames=chunk_frames)
+    torch.testing.assert_close(hidden, plain_hidden(model, audio), atol=1e-5, rtol=1e-5)
+
+
+def test_streaming_with_layer_option(checkpoint):
+    model = load_model(checkpoint, layer=1, windows_per_group=2)
+    audio = noise(1, 900 * SAMPLES_PER_FRAME, seed=5)
+    embeddings, _ = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(embeddings, plain_hidden(model, audio, num_layers=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("frames", [150, 1000])
+def test_cuda_matches_cpu(checkpoint, model, frames):
+    audio = noise(2, frames * SAMPLES_PER_FRAME, seed=6)
+    on_gpu = load_model(checkpoint).to("cuda")
+    embeddings, timestamps = get_timestamp_embeddings(audio.cuda(), on_gpu)
+    assert embeddings.device.type == "cuda" and timestamps.device.type == "cuda"
+    cpu_embeddings, _ = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(embeddings.cpu(), cpu_embeddings, atol=1e-4, rtol=1e-4)
+    # audio on the CPU with the model on the GPU: computed there, returned on the CPU
+    returned, _ = get_timestamp_embeddings(audio, on_gpu)
+    assert returned.device.type == "cpu"
