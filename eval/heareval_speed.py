@@ -1,0 +1,134 @@
+"""Wall time of our protocol vs the real heareval 2021.1.3 on the same cached embeddings (and their test scores).
+
+    python -m eval.heareval_speed --grid faster --grid-points 8 --out results/heareval_speed.md
+
+Builds one synthetic scene task and one synthetic event task (eval/synthetic.py), writes them in heareval's
+embedding layout, runs heareval's prediction runner (patched by eval.heareval_compat) in a subprocess and our
+``evaluate_task`` in this process, with the same grid and number of grid points. heareval's time is the one it
+records itself in prediction-done.json (imports excluded); ours is evaluate_task's wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from eval import synthetic
+from eval.heareval_compat import write_embedding_dir
+from eval.probe import evaluate_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _heareval(task, features, work: Path, grid: str, n_points: int, threads: int) -> tuple[float, dict]:
+    """(seconds heareval reports for task_predictions, its test scores of the first test split)."""
+    embedding_dir = write_embedding_dir(task.metadata, list(task.label_vocab), features, work / task.name)
+    command = [sys.executable, "-m", "eval.heareval_compat", str(embedding_dir), "--grid", grid,
+               "--grid-points", str(n_points)]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)})
+    if done.returncode != 0:
+        raise RuntimeError(f"heareval failed on {task.name}:\n{done.stderr[-3000:]}")
+    seconds = json.loads((embedding_dir / "prediction-done.json").read_text())["time"]
+    scores = json.loads((embedding_dir / "test.predicted-scores.json").read_text().replace("Infinity", "1e999"))
+    first = task.splits[0] if task.split_mode != "trainvaltest" else "test"
+    return seconds, {k.removeprefix("test_"): v for k, v in scores[first].items() if k.startswith("test_")}
+
+
+def _ours(task, features, grid: str, n_points: int, threads: int) -> tuple[float, dict]:
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch imports its compiler lazily here (~4 s): untimed
+    start = time.perf_counter()
+    result = evaluate_task(task, features, grid=grid, n_grid_points=n_points, progress=False, num_threads=threads)
+    first = task.splits[0] if task.split_mode != "trainvaltest" else "test"
+    return time.perf_counter() - start, result.fold_scores[first]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", nargs="+", default=["faster"], choices=["default", "fast", "faster"])
+    parser.add_argument("--grid-points", type=int, default=8)
+    parser.add_argument("--scene-clips", type=int, default=300, help="clips per split of the scene task")
+    parser.add_argument("--event-files", type=int, default=20, help="files per split of the event task")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "heareval_speed.md")
+    args = parser.parse_args(argv)
+
+    scene = synthetic.scene_task(evaluation=("top1_acc", "mAP"))
+    event = synthetic.event_task(
+        evaluation=("event_onset_offset_50ms_20perc_fms", "event_onset_200ms_fms", "segment_1s_er"))
+    cases = [
+        (scene, synthetic.scene_features(scene, n=args.scene_clips, noise=0.8, flip=0.1),
+         f"scene, 3 labels, {args.scene_clips} clips/split, dim 16"),
+        (event, synthetic.event_features(event, n_files=args.event_files, hop_ms=25.0, noise=3.0),
+         f"event, 2 labels, {args.event_files} files/split × 160 frames (25 ms hop), dim 16"),
+    ]
+    load_before = os.getloadavg()
+    rows, all_scores = [], []
+    with tempfile.TemporaryDirectory() as work:
+        for grid in args.grid:
+            for task, features, label in cases:
+                theirs_s, theirs = _heareval(task, features, Path(work) / grid, grid, args.grid_points, args.threads)
+                ours_s, ours = _ours(task, features, grid, args.grid_points, args.threads)
+                primary = task.evaluation[0]
+                rows.append(f"| {label} | `{grid}` | {theirs_s:.1f} | {ours_s:.1f} | {theirs_s / ours_s:.1f}x "
+                            f"| {theirs[primary]:.4f} | {ours[primary]:.4f} | {primary} |")
+                all_scores.append(f"- {task.name}, `{grid}`: heareval "
+                                  f"{ {k: round(v, 4) for k, v in theirs.items() if k in ours} }; "
+                                  f"ours { {k: round(v, 4) for k, v in ours.items()} }")
+                print(rows[-1], all_scores[-1], sep="\n", flush=True)
+    load_after = os.getloadavg()
+    command = "python -m eval.heareval_speed " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = "\n".join([
+        "# Harness vs real heareval 2021.1.3: wall time on the same cached embeddings",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {os.cpu_count()} CPU cores ({_cpu_model()}), torch {torch.__version__}, "
+        f"{args.threads} torch thread(s) on both sides, CPU only",
+        f"- Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        "(the machine is shared; both sides ran under the same load, one after the other)",
+        f"- {args.grid_points} grid points on both sides; heareval time = its own "
+        "prediction-done.json time (imports excluded); ours = `evaluate_task` wall time.",
+        "",
+        "| task | grid | heareval (s) | ours (s) | speed-up | heareval test primary | ours test primary | metric |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "All test scores (cross-check of the two implementations on the same embeddings):",
+        "",
+        *all_scores,
+        "",
+    ])
+    _write_atomic(args.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
