@@ -1,0 +1,218 @@
+"""Score files and comparison reports: ``scores.csv`` of one run; task x model tables (Markdown, CSV) and
+PNG plots across runs, each stamped with the command, date and machine that produced it."""
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import platform
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCORE_COLUMNS = ["model", "weights", "options", "params_millions", "label", "task", "metric", "score", "std", "split", "n_folds",
+                 "validation_score", "protocol", "grid", "seed", "embed_seconds", "probe_seconds", "all_scores"]
+EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """Platform, CPU model and core count (and the GPU when torch sees one)."""
+    text = f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f"; GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
+def provenance(command: str) -> dict[str, str]:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return {"command": command, "date": now, "machine": machine_description()}
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def write_scores_csv(path: str | Path, rows: list[dict]) -> None:
+    """One run's ``scores.csv`` (one row per task, columns :data:`SCORE_COLUMNS`), written atomically."""
+    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    _write_text_atomically(Path(path), frame.to_csv(index=False))
+
+
+def read_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """All rows of the runs' ``scores.csv`` files, with the run folder in column ``run``."""
+    frames = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "scores.csv"
+        if not path.is_file():
+            raise ValueError(f"{run_dir} holds no scores.csv (is it the --out folder of a finished `run`?)")
+        frame = pd.read_csv(path, dtype={"weights": str, "options": str})
+        frame["run"] = str(run_dir)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    duplicated = frame.duplicated(subset=["label", "task"])
+    if duplicated.any():
+        pairs = frame.loc[duplicated, ["label", "task"]].values.tolist()
+        raise ValueError(f"the same model label and task appear in more than one run: {pairs}; "
+                         "give runs distinct --label values")
+    return frame
+
+
+def comparison_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Task x model table of primary test scores as text: "0.812" or "0.812 ± 0.030" for k-fold means."""
+    def cell(row) -> str:
+        return f"{row.score:.3f}" if row.n_folds <= 1 else f"{row.score:.3f} ± {row['std']:.3f}"
+
+    cells = scores.assign(cell=scores.apply(cell, axis=1))
+    table = cells.pivot(index=["task", "metric"], columns="label", values="cell").fillna("—")
+    return table[list(dict.fromkeys(scores["label"]))]
+
+
+def _settings_line(scores: pd.DataFrame) -> str:
+    protocols = ", ".join(sorted(set(scores["protocol"].astype(str))))
+    grids = ", ".join(sorted(set(scores["grid"].astype(str))))
+    return f"protocol: {protocols}; grid: {grids}; k-fold tasks: mean ± sample std over folds"
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = ["task", "metric", *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for (task, metric), row in table.iterrows():
+        lines.append("| " + " | ".join([task, metric, *row.tolist()]) + " |")
+    return "\n".join(lines)
+
+
+def plot_scores(scores: pd.DataFrame, path: Path, stamp: dict[str, str]) -> None:
+    """Grouped bars: primary test score per task, one bar per model, std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(scores["task"]))
+    labels = list(dict.fromkeys(scores["label"]))
+    width = 0.8 / len(labels)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.8 * len(tasks)), 4.5))
+    for k, label in enumerate(labels):
+        rows = scores[scores["label"] == label].set_index("task").reindex(tasks)
+        axes.bar(np.arange(len(tasks)) + (k - (len(labels) - 1) / 2) * width, rows["score"], width,
+                 yerr=rows["std"].where(rows["n_folds"] > 1), label=label, capsize=2)
+    metrics = scores.drop_duplicates("task").set_index("task")["metric"].reindex(tasks)
+    axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8)
+    axes.set_ylabel("primary test score")
+    axes.set_title(_settings_line(scores), fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _stamp_and_save(figure, path, stamp)
+
+
+def _bench_row(efficiency: pd.DataFrame, label: str, module: str, params: float | None):
+    """The efficiency row of a model: its own label, else its module's plain/fast path if the parameter count
+    matches (another architecture of the same module has other GMACs)."""
+    if label in efficiency.index:
+        return efficiency.loc[label]
+    for key in (f"{module} plain", f"{module} fast", module):
+        if key not in efficiency.index:
+            continue
+        row = efficiency.loc[key]
+        size = row.get("params_M")
+        if params is None or pd.isna(params) or size is None or pd.isna(size) or abs(float(size) - float(params)) < 0.01:
+            return row
+    return None
+
+
+def gmacs_points(scores: pd.DataFrame, efficiency: pd.DataFrame, gmacs_column: str) -> list[tuple[str, float, float]]:
+    """(label, GMACs, mean primary score over tasks) of every model the efficiency table covers."""
+    efficiency = efficiency.dropna(subset=[gmacs_column]).drop_duplicates("model").set_index("model")
+    points = []
+    for label, rows in scores.groupby("label", sort=False):
+        params = rows["params_millions"].iloc[0] if "params_millions" in rows else None
+        row = _bench_row(efficiency, label, str(rows["model"].iloc[0]), params)
+        if row is not None:
+            points.append((label, float(row[gmacs_column]), float(rows["score"].mean())))
+    return points
+
+
+def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Path, stamp: dict[str, str]) -> bool:
+    """Mean primary score over tasks vs GMACs per model; False (nothing written) when no model matches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gmacs_column = next((c for c in efficiency.columns if "gmac" in c.lower()), None)
+    if gmacs_column is None or "model" not in efficiency.columns:
+        return False
+    points = gmacs_points(scores, efficiency, gmacs_column)
+    if not points:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for label, x, y in points:
+        axes.scatter(x, y)
+        axes.annotate(label, (x, y), fontsize=8)
+    axes.set_xscale("log")
+    missing = [label for label in dict.fromkeys(scores["label"]) if label not in {point[0] for point in points}]
+    note = f"\nno matching {EFFICIENCY_FILE} row (other size or not benchmarked): {', '.join(missing)}" if missing else ""
+    axes.set_xlabel(f"GMACs ({gmacs_column}, from {EFFICIENCY_FILE}){note}", fontsize=8)
+    axes.set_ylabel("mean primary test score over tasks")
+    axes.set_title(_settings_line(scores), fontsize=8)
+    _stamp_and_save(figure, path, stamp)
+    return True
+
+
+def _stamp_and_save(figure, path: Path, stamp: dict[str, str]) -> None:
+    text = "\n".join(textwrap.wrap(stamp["command"], width=160)) + f"\n{stamp['date']} — {stamp['machine']}"
+    figure.text(0.01, 0.005, text, fontsize=6, va="bottom")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, metadata={k.capitalize(): v for k, v in stamp.items()})
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_bytes(buffer.getvalue())
+    os.replace(temp, path)
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, name: str = "comparison") -> list[Path]:
+    """``<name>.md``, ``<name>.csv`` and ``<name>_scores.png`` (+ ``<name>_score_vs_gmacs.png`` when
+    ``out_dir/efficiency.csv`` exists and names these models) in ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    scores = read_runs(run_dirs)
+    stamp = provenance(command)
+    header = [f"command: {stamp['command']}", f"date: {stamp['date']}", f"machine: {stamp['machine']}",
+              _settings_line(scores)]
+    table = comparison_table(scores)
+    written = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}_scores.png"]
+    markdown = f"# {name}: primary test scores\n\n" + "".join(f"- {line}\n" for line in header)
+    markdown += f"\nRows: task (primary metric); columns: model.\n\n{_markdown(table)}\n"
+    _write_text_atomically(written[0], markdown)
+    columns = ["label", "model", "weights", "options", "params_millions", "task", "metric", "score", "std", "split", "n_folds",
+               "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
+    _write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
+    plot_scores(scores, written[2], stamp)
+    efficiency = out_dir / EFFICIENCY_FILE
+    if efficiency.is_file():
+        gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"
+        if plot_score_vs_gmacs(scores, pd.read_csv(efficiency, comment="#"), gmacs_plot, stamp):
+            written.append(gmacs_plot)
+    return written

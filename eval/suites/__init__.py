@@ -1,0 +1,1 @@
+"""Builders for bundled benchmark suites (see ``mini.py``)."""

@@ -1,0 +1,140 @@
+"""``python -m eval``: run end to end on the tiny mini-suite, resume after a kill, tables, help and errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import eval.__main__ as cli
+from eval.suites.mini import build_mini_suite
+from test_embed import FAKE_MODULE, fake_module  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return build_mini_suite(tmp_path_factory.mktemp("suite"), size="tiny")
+
+
+@pytest.fixture(scope="module")
+def logmel_run(suite, tmp_path_factory):
+    out = tmp_path_factory.mktemp("logmel")
+    code = cli.main(["run", "--model", "eval.baselines.logmel", "--tasks-dir", str(suite), "--out", str(out),
+                     "--grid", "faster", "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_run_writes_one_primary_score_per_task(logmel_run):
+    scores = pd.read_csv(logmel_run / "scores.csv")
+    assert set(scores["task"]) == {"fsdd_digits", "fsdd_events", "fsdd_speakers", "synth_pitch"}
+    for column in ("model", "task", "metric", "score", "std", "split", "weights", "options", "protocol", "grid"):
+        assert column in scores.columns
+    rows = scores.set_index("task")
+    assert rows.loc["fsdd_events", "metric"] == "event_onset_200ms_fms"
+    assert rows.loc["synth_pitch", "metric"] == "pitch_acc"
+    assert rows.loc["fsdd_speakers", "n_folds"] == 3 and rows.loc["fsdd_speakers", "split"] == "mean over test folds"
+    folds = json.loads(rows.loc["fsdd_speakers", "all_scores"])
+    assert sorted(folds) == ["fold00", "fold01", "fold02"]
+    assert rows.loc["fsdd_speakers", "score"] == pytest.approx(sum(f["top1_acc"] for f in folds.values()) / 3)
+    assert rows.loc["fsdd_digits", "split"] == "test" and rows.loc["fsdd_digits", "std"] == 0.0
+    assert scores["score"].between(0, 1).all() and (scores["grid"] == "faster").all()
+
+
+def test_finished_run_is_reused_without_recomputing(logmel_run, suite, monkeypatch):
+    before = (logmel_run / "scores.csv").read_text()
+
+    def no_probing(*args, **kwargs):
+        raise AssertionError("a finished task was probed again")
+
+    monkeypatch.setattr("eval.probe.evaluate_task", no_probing)
+    assert cli.main(["run", "--model", "eval.baselines.logmel", "--tasks-dir", str(suite), "--out", str(logmel_run),
+                     "--grid", "faster", "--no-progress"]) == 0
+    assert (logmel_run / "scores.csv").read_text() == before
+
+
+def test_killed_run_resumes_with_identical_scores(suite, tmp_path, fake_module):
+    module = __import__(fake_module)
+    args = ["run", "--model", fake_module, "--tasks-dir", str(suite), "--grid", "faster", "--no-progress",
+            "--tasks", "fsdd_digits", "fsdd_speakers", "--batch-seconds", "4"]
+    assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    uninterrupted_calls = len(module.CALLS)
+    module.CALLS.clear()
+    module.FAIL_AT_CALL = uninterrupted_calls - 2  # dies inside the second task's embedding
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        cli.main([*args, "--out", str(tmp_path / "killed")])
+    assert (tmp_path / "killed" / "tasks" / "fsdd_digits.json").is_file()  # the first task was kept
+    calls_before_kill = len(module.CALLS)
+    module.FAIL_AT_CALL = None
+    module.CALLS.clear()
+    assert cli.main([*args, "--out", str(tmp_path / "killed")]) == 0
+    assert len(module.CALLS) == uninterrupted_calls - calls_before_kill == 2
+    whole = pd.read_csv(tmp_path / "whole" / "scores.csv").drop(columns=["embed_seconds", "probe_seconds"])
+    resumed = pd.read_csv(tmp_path / "killed" / "scores.csv").drop(columns=["embed_seconds", "probe_seconds"])
+    pd.testing.assert_frame_equal(whole, resumed)
+
+
+def test_table_writes_stamped_markdown_csv_and_plots(logmel_run, suite, tmp_path, fake_module):
+    other = tmp_path / "fake"
+    assert cli.main(["run", "--model", fake_module, "--tasks-dir", str(suite), "--out", str(other), "--grid", "faster",
+                     "--no-progress", "--tasks", "fsdd_digits", "synth_pitch", "--label", "fake model"]) == 0
+    results = tmp_path / "results"
+    (results).mkdir()
+    pd.DataFrame({"model": ["fake model", "eval.baselines.logmel"], "gmacs": [0.5, 0.01]}).to_csv(
+        results / "efficiency.csv", index=False)
+    assert cli.main(["table", str(logmel_run), str(other), "--out", str(results)]) == 0
+    markdown = (results / "comparison.md").read_text()
+    for expected in ("- command: python -m eval table", "- date: ", "- machine: ", "cores", "grid: faster",
+                     "| fsdd_digits | top1_acc |", "fake model", "eval.baselines.logmel"):
+        assert expected in markdown
+    table = pd.read_csv(results / "comparison.csv", comment="#")
+    assert len(table) == 6 and set(table["label"]) == {"eval.baselines.logmel", "fake model"}
+    assert (results / "comparison.csv").read_text().startswith("# command: python -m eval table")
+    for plot in ("comparison_scores.png", "comparison_score_vs_gmacs.png"):
+        assert (results / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_broken_task_stops_the_run_before_any_compute(suite, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "tasks"
+    shutil.copytree(suite / "synth_pitch", broken / "synth_pitch")
+    for wav in list((broken / "synth_pitch" / "16000" / "test").glob("*.wav"))[:2]:
+        wav.unlink()
+    code = cli.main(["run", "--model", "eval.baselines.logmel", "--tasks-dir", str(broken), "--out", str(tmp_path / "o"),
+                     "--no-progress"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.count("missing audio file") == 2 and "synth_pitch" in error
+    assert not (tmp_path / "o" / "embeddings").exists()
+
+
+@pytest.mark.parametrize("command,flag", [("run", "--model-options"), ("table", "RUN_DIR"), ("demo", "--runs-dir")])
+def test_help_explains_every_subcommand(command, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0 and flag in capsys.readouterr().out
+
+
+def test_missing_lazy_subcommand_is_reported(monkeypatch, capsys):
+    monkeypatch.setitem(cli.LAZY_COMMANDS, "bench", ("eval.no_such_bench_module", "efficiency"))
+    assert cli.main(["bench"]) == 2
+    assert "eval.no_such_bench_module is not available" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_bad_options():
+    result = subprocess.run([sys.executable, "-m", "eval", "run", "--model", "x", "--tasks-dir", ".", "--out", "o",
+                             "--model-options", "[1, 2]"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--model-options must be a JSON object" in result.stderr
+
+
+def test_gmacs_are_matched_by_label_or_by_module_of_the_same_size():
+    from eval.report import gmacs_points
+
+    scores = pd.DataFrame({"label": ["full", "small", "named"], "model": ["hear_embed", "hear_embed", "other"],
+                           "params_millions": [11.446, 2.1, 5.0], "score": [0.5, 0.6, 0.7]})
+    efficiency = pd.DataFrame({"model": ["hear_embed plain", "hear_embed fast", "named"], "params_M": [11.45, 11.45, 1.0],
+                               "gmacs_10s": [8.2, 9.0, 3.0]})
+    assert gmacs_points(scores, efficiency, "gmacs_10s") == [("full", 8.2, 0.5), ("named", 3.0, 0.7)]
