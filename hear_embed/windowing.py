@@ -67,4 +67,4 @@ def overlap_add(windows: torch.Tensor, used: torch.Tensor, starts: torch.Tensor,
         on = used[:, index, None, None].to(windows.dtype)
         out[:, start: start + max_length] += windows[:, index] * weights * on
         weight_sum[:, start: start + max_length] += weights * on
-    return (out / weight_sum.clamp(min=1e-8))[:, :total]
+    return (out / weight_sum.clamp(min=torch.finfo(weight_sum.dtype).tiny))[:, :total]
