@@ -26,6 +26,7 @@ class EmbeddingOptions:
     layer: int | None = None  # transformer layer whose output is the embedding, 1..num_layers; None = last
     scene_pooling: str = "mean"  # how timestamp embeddings are pooled over time: one of SCENE_POOLINGS
     windows_per_group: int = 4  # 6 s windows encoded together for long audio (memory vs speed)
+    quantize: str = "none"  # "int8": torch dynamic int8 Linear layers (CPU only; see hear_embed.export)
 
 
 def check_options(options: dict, num_layers: int) -> EmbeddingOptions:
@@ -44,6 +45,8 @@ def check_options(options: dict, num_layers: int) -> EmbeddingOptions:
     group = chosen.windows_per_group
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ValueError(f"windows_per_group must be a positive integer, got {group!r}")
+    if chosen.quantize not in ("none", "int8"):
+        raise ValueError(f"quantize must be 'none' or 'int8', got {chosen.quantize!r}")
     return chosen
 
 
@@ -71,6 +74,10 @@ class HearEmbedModel(nn.Module):
         self.acoustic_model = acoustic_model
         self.weights_info = weights_info
         self.options = check_options(options, acoustic_model.config.num_transformer_layers)
+        if self.options.quantize == "int8":
+            from hear_embed.export import quantize_torch_int8
+
+            acoustic_model = self.acoustic_model = quantize_torch_int8(acoustic_model)
         self.timestamp_embedding_size = acoustic_model.config.hidden_size
         widen = 2 if "+" in self.options.scene_pooling else 1
         self.scene_embedding_size = widen * self.timestamp_embedding_size

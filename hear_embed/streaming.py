@@ -80,7 +80,7 @@ def windowed_hidden(frontend: Frontend, model: AcousticModel, audio: torch.Tenso
             ramp = weights[: stop - start, None]
             out[:, start:stop] += encoded[:, index, : stop - start] * ramp
             weight_sum[start:stop] += ramp
-    return out.div_(weight_sum.clamp(min=1e-8))
+    return out.div_(weight_sum.clamp(min=torch.finfo(weight_sum.dtype).tiny))  # fp16-safe
 
 
 @torch.no_grad()

@@ -118,6 +118,7 @@ def test_layer_option_selects_transformer_layer(checkpoint, model, seconds):
     ({"scene_pooling": "median"}, "scene_pooling must be one of"),
     ({"windows_per_group": 0}, "windows_per_group must be a positive integer"),
     ({"pooling": "mean"}, "unknown model option(s) ['pooling']"),
+    ({"quantize": "int4"}, "quantize must be 'none' or 'int8'"),
 ])
 def test_bad_options_raise(checkpoint, options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -213,3 +214,13 @@ def test_cuda_matches_cpu(checkpoint, model, frames):
     # audio on the CPU with the model on the GPU: computed there, returned on the CPU
     returned, _ = get_timestamp_embeddings(audio, on_gpu)
     assert returned.device.type == "cpu"
+
+
+def test_int8_option_stays_close_to_fp32(checkpoint):
+    """quantize="int8" swaps in dynamic int8 Linear layers: different numbers, same embedding up to ~1e-2 cosine."""
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(3))
+    fp32, _ = get_timestamp_embeddings(audio, load_model(checkpoint))
+    int8, _ = get_timestamp_embeddings(audio, load_model(checkpoint, quantize="int8"))
+    assert not torch.equal(fp32, int8)
+    cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=-1)
+    assert cosine.min() > 0.99
