@@ -153,9 +153,11 @@ def _demo_models(args) -> list[tuple[str, str, str | None]]:
     models = []
     if (hear_weights.PACKAGED / hear_weights.PACKAGED_FILES["acoustic_model"]).is_file():
         models.append(("hear_embed (tiny)", "hear_embed", "tiny"))
+        # the floor pretraining must beat: the same architecture, untrained
+        models.append(("hear_embed (tiny arch, random init)", "hear_embed", "random-tiny"))
     else:
         print("demo: skipping hear_embed 'tiny': hear_embed/checkpoints/tiny.pt is not built yet", file=sys.stderr)
-    models.append(("hear_embed (random init)", "hear_embed", "random"))
+        models.append(("hear_embed (random init)", "hear_embed", "random"))
     models.append(("log-mel baseline", "eval.baselines.logmel", None))
     authors = hear_weights.cache_dir() / hear_weights.AUTHORS_ACOUSTIC_MODEL.filename
     if authors.is_file():

@@ -89,9 +89,25 @@ def state_fingerprint(model) -> str | None:
     if not isinstance(model, torch.nn.Module):
         return None
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        _hash_state_value(digest, value)
     return digest.hexdigest()
+
+
+def _hash_state_value(digest, value) -> None:
+    """Feed a state_dict value to ``digest``: plain and quantized tensors (int8 models pack tuples), else its repr."""
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            _hash_state_value(digest, item)
+    elif torch.is_tensor(value) and value.is_quantized:
+        digest.update(value.int_repr().cpu().contiguous().numpy().tobytes() + repr(value.qscheme()).encode())
+        _hash_state_value(digest, value.q_per_channel_scales() if value.qscheme() == torch.per_channel_affine
+                          else torch.tensor([value.q_scale()]))
+    elif torch.is_tensor(value):
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        digest.update(repr(value).encode())
 
 
 def task_identity(task: Task) -> str:

@@ -219,12 +219,14 @@ def _resolve(source: str | Path | None, kind: str) -> tuple[str, Path, str | Non
 
 def _load(kind: str, source: str | Path | None, config_cls: type, infer, model_cls: type):
     """Build ``model_cls`` for ``source``: config from the file if it holds one, else inferred from shapes."""
-    if source == "random":
+    if source in ("random", "random-tiny"):  # the paper's / the tiny model's architecture, untrained
         config = config_cls()
+        if source == "random-tiny":
+            config = config_from_dict(config_cls, read_checkpoint(_resolve("tiny", kind)[1]).config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = model_cls(config)
-        return model.eval(), WeightsInfo("random", None, "random init (torch.manual_seed(0))", None, config)
+        return model.eval(), WeightsInfo(source, None, "random init (torch.manual_seed(0))", None, config)
     label, path, blob_id, meta = _resolve(source, kind)
     checkpoint = read_checkpoint(path)
     if checkpoint.kind not in (None, kind):
@@ -247,7 +249,8 @@ def _load(kind: str, source: str | Path | None, config_cls: type, infer, model_c
 
 def load_acoustic_model(source: str | Path | None = None) -> tuple[AcousticModel, WeightsInfo]:
     """AcousticModel in eval mode from ``source``: None/"authors" (downloaded once, verified), "tiny" (packaged),
-    "random" (paper config, ``torch.manual_seed(0)`` init) or a checkpoint file in any accepted layout."""
+    "random" (paper config, ``torch.manual_seed(0)`` init), "random-tiny" (the tiny config, same init) or a
+    checkpoint file in any accepted layout."""
     return _load("acoustic_model", source, AcousticModelConfig, infer_acoustic_config, AcousticModel)
 
 

@@ -246,3 +246,14 @@ def test_logmel_baseline_matches_a_numpy_recomputation():
     assert filters.shape == (257, 128) and filters.min() >= 0 and np.all(np.diff(filters.argmax(axis=0)) >= 0)
     with pytest.raises(ValueError, match="no weights"):
         logmel.load_model("weights.pt")
+
+
+def test_state_fingerprint_of_int8_model(parity_dir):
+    """Dynamic int8 models pack weights in tuples of quantized tensors: still fingerprinted, stably and distinctly."""
+    from eval.embed import state_fingerprint
+    from hear_embed import load_model
+
+    checkpoint = str(parity_dir / "acoustic_model_small.pth")
+    int8 = state_fingerprint(load_model(checkpoint, quantize="int8"))
+    assert int8 == state_fingerprint(load_model(checkpoint, quantize="int8"))
+    assert int8 != state_fingerprint(load_model(checkpoint))

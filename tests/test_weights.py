@@ -366,3 +366,14 @@ def test_project_file_holds_the_documented_fields(tmp_path):
         "format": "hear_embed", "format_version": 1, "kind": "acoustic_model", "config": asdict(config),
         "meta": {"seed": 1}}
     assert list(tmp_path.iterdir()) == [tmp_path / "m.pt"]  # no temporary file left behind
+
+
+def test_random_tiny_source_is_the_tiny_architecture_untrained():
+    """"random-tiny": the bundled model's config with seeded random weights (the fair random-init floor)."""
+    tiny, tiny_info = load_acoustic_model("tiny")
+    untrained, info = load_acoustic_model("random-tiny")
+    assert info.config == tiny_info.config and info.source == "random-tiny" and info.path is None
+    assert tiny.state_dict().keys() == untrained.state_dict().keys()
+    assert not torch.equal(tiny.feature_extractor.conv.weight, untrained.feature_extractor.conv.weight)
+    again, _ = load_acoustic_model("random-tiny")
+    assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), again.state_dict().values()))

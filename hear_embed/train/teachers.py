@@ -1,0 +1,193 @@
+"""Distillation teachers for stage 1: modules mapping a waveform batch to features at 50 frames per second.
+
+A teacher is called as ``teacher(waveform (batch, samples) at 16 kHz, lengths (batch,))`` and returns
+(batch, frames, features); frame i is aligned with encoder frame i (20 ms each). Two adapters:
+:class:`HearModuleTeacher` (any HEAR-API module, by import name) and :class:`SSASTTeacher` (the reference's
+teacher: an SSAST checkpoint, run by a small self-contained ViT that reads its state_dict layout).
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import soxr
+import torch
+from torch import nn
+
+FRAME_MS = 20.0  # one encoder frame
+
+
+def interpolate_to_frames(embeddings: torch.Tensor, timestamps_ms: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Linear interpolation of (batch, n, dim) embeddings at (batch, n) times to encoder-frame centres
+    (frame i covers mel frames 2i and 2i + 1, centred at 20 i + 5 ms) -> (batch, num_frames, dim).
+    Frames outside the timestamps take the nearest embedding."""
+    centres = torch.arange(num_frames, dtype=torch.float64) * FRAME_MS + 5.0
+    out = []
+    for emb, times in zip(embeddings.double().cpu(), timestamps_ms.double().cpu()):
+        right = torch.searchsorted(times.contiguous(), centres).clamp(1, len(times) - 1) if len(times) > 1 else None
+        if right is None:
+            out.append(emb[:1].expand(num_frames, -1))
+            continue
+        left = right - 1
+        weight = ((centres - times[left]) / (times[right] - times[left]).clamp(min=1e-9)).clamp(0.0, 1.0)[:, None]
+        out.append(emb[left] * (1 - weight) + emb[right] * weight)
+    return torch.stack(out).float()
+
+
+class HearModuleTeacher(nn.Module):
+    """Any HEAR-API module (``load_model``, ``get_timestamp_embeddings``) imported by name as a teacher."""
+
+    def __init__(self, module: str, model_file: str | None = None):
+        super().__init__()
+        try:
+            self.module = importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"teacher module {module!r} cannot be imported: {error}") from error
+        for name in ("load_model", "get_timestamp_embeddings"):
+            if not hasattr(self.module, name):
+                raise ValueError(f"teacher module {module!r} has no {name}(): not a HEAR-API module")
+        self.model = self.module.load_model(model_file) if model_file else self.module.load_model()
+        self.sample_rate = int(getattr(self.model, "sample_rate", 16000))
+
+    @torch.no_grad()
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        audio = waveform.detach().float().cpu()
+        if self.sample_rate != 16000:
+            audio = torch.from_numpy(np.stack([soxr.resample(clip.numpy(), 16000, self.sample_rate) for clip in audio]))
+        embeddings, timestamps = self.module.get_timestamp_embeddings(audio, self.model)
+        num_frames = (waveform.shape[-1] // 160 + 1) // 2  # encoder frames of the padded batch
+        features = interpolate_to_frames(torch.as_tensor(np.asarray(embeddings)), torch.as_tensor(np.asarray(timestamps)), num_frames)
+        return features.to(waveform.device)
+
+
+def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000) -> torch.Tensor:
+    """Kaldi-compatible log mel filterbank of one clip (samples,) -> (frames, num_mel_bins), with the
+    settings the reference uses for SSAST: 25 ms Hann window, 10 ms shift, snip edges, per-frame DC removal,
+    pre-emphasis 0.97, 512-point power spectrum, Kaldi mel scale 20 Hz .. Nyquist, no dither, no energy."""
+    window_length, shift, n_fft = int(0.025 * sample_rate), int(0.010 * sample_rate), 512
+    if waveform.shape[-1] < window_length:
+        raise ValueError(f"SSAST teacher needs at least {window_length} samples, got {waveform.shape[-1]}")
+    frames = waveform.unfold(0, window_length, shift)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = (frames - 0.97 * previous) * torch.hann_window(window_length, periodic=False, dtype=frames.dtype)
+    power = torch.fft.rfft(frames, n=n_fft).abs() ** 2  # (frames, 257)
+
+    def mel(freq):
+        return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
+
+    low, high = mel(20.0), mel(sample_rate / 2)
+    delta = (high - low) / (num_mel_bins + 1)
+    left = low + delta * torch.arange(num_mel_bins, dtype=torch.float64)[:, None]
+    bin_mel = mel(torch.arange(n_fft // 2, dtype=torch.float64) * sample_rate / n_fft)[None, :]
+    up = (bin_mel - left) / delta
+    down = (left + 2 * delta - bin_mel) / delta
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)  # (mels, 256); the Nyquist bin gets weight 0
+    mel_energy = power[:, : n_fft // 2].double() @ banks.T
+    return torch.log(mel_energy.clamp(min=torch.finfo(torch.float32).eps)).to(waveform.dtype)
+
+
+class _VitBlock(nn.Module):
+    """Pre-norm ViT block with the layout of timm's ``Block`` (norm1, attn.qkv, attn.proj, norm2, mlp.fc1/fc2)."""
+
+    def __init__(self, dim: int, hidden: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = nn.Module()
+        self.attn.qkv, self.attn.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Module()
+        self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        qkv = self.attn.qkv(self.norm1(x)).view(batch, length, 3, self.num_heads, dim // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(query, key, value)
+        x = x + self.attn.proj(attended.transpose(1, 2).reshape(batch, length, dim))
+        return x + self.mlp.fc2(nn.functional.gelu(self.mlp.fc1(self.norm2(x))))
+
+
+class SSASTTeacher(nn.Module):
+    """An SSAST checkpoint (keys ``module.v.*``, ``module.p_input_tdim``) as the reference uses it:
+    Kaldi fbank padded to 1024 frames, normalized with SSAST's AudioSet statistics, frame patches of
+    128 x 2, final LayerNorm; returns the patch tokens (cls tokens dropped): (batch, 512, dim) for
+    patches 2 frames wide, 50 per second. The attention head count cannot be read from shapes: pass it."""
+
+    input_frames = 1024
+    norm_mean, norm_std = -4.2677393, 4.5689974
+
+    def __init__(self, checkpoint: str, num_heads: int = 12):
+        super().__init__()
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+        try:
+            proj = state["v.patch_embed.proj.weight"]
+            pos_embed = state["v.pos_embed"]
+        except KeyError as error:
+            raise ValueError(f"{checkpoint} is not an SSAST checkpoint: missing key {error}") from error
+        dim, _, self.patch_f, self.patch_t = proj.shape
+        depth = 1 + max(int(key.split(".")[2]) for key in state if key.startswith("v.blocks."))
+        hidden = state["v.blocks.0.mlp.fc1.weight"].shape[0]
+        self.cls_tokens = 2 if "v.dist_token" in state else 1
+        self.patch_embed = nn.Conv2d(1, dim, kernel_size=(self.patch_f, self.patch_t), stride=(self.patch_f, self.patch_t))
+        self.cls_token = nn.Parameter(state["v.cls_token"])
+        self.dist_token = nn.Parameter(state["v.dist_token"]) if self.cls_tokens == 2 else None
+        self.blocks = nn.ModuleList(_VitBlock(dim, hidden, num_heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.patch_embed.load_state_dict({"weight": proj, "bias": state["v.patch_embed.proj.bias"]})
+        self.norm.load_state_dict({"weight": state["v.norm.weight"], "bias": state["v.norm.bias"]})
+        for index, block in enumerate(self.blocks):
+            prefix = f"v.blocks.{index}."
+            block.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+        pretrain_frames = int(state.get("p_input_tdim", torch.tensor(self.input_frames)))
+        self.pos_embed = nn.Parameter(self._adapt_positions(pos_embed, pretrain_frames // self.patch_t))
+        self.requires_grad_(False)
+        self.eval()
+
+    def _adapt_positions(self, pos_embed: torch.Tensor, pretrain_patches: int) -> torch.Tensor:
+        """Cut (centred) or linearly stretch the patch position table to 1024 input frames."""
+        cls, patches = pos_embed[:, : self.cls_tokens], pos_embed[:, self.cls_tokens:]
+        if patches.shape[1] != pretrain_patches:
+            raise ValueError(f"SSAST position table has {patches.shape[1]} patch rows, expected {pretrain_patches} "
+                             f"(one frequency patch of {self.patch_f} bins is supported)")
+        wanted = self.input_frames // self.patch_t
+        if wanted < pretrain_patches:
+            start = pretrain_patches // 2 - wanted // 2
+            patches = patches[:, start: start + wanted]
+        elif wanted > pretrain_patches:
+            patches = nn.functional.interpolate(patches.transpose(1, 2), size=wanted, mode="linear").transpose(1, 2)
+        return torch.cat([cls, patches], dim=1)
+
+    @torch.no_grad()
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """waveform (batch, samples) at 16 kHz, at most 10.24 s -> (batch, 1024 / patch_t, dim)."""
+        fbank = torch.stack([kaldi_fbank(clip - clip.mean()) for clip in waveform.float()])  # (batch, frames, 128)
+        if fbank.shape[1] > self.input_frames:
+            raise ValueError(f"SSAST teacher accepts at most {self.input_frames} frames (10.24 s), got {fbank.shape[1]}")
+        fbank = nn.functional.pad(fbank, (0, 0, 0, self.input_frames - fbank.shape[1]))
+        fbank = (fbank - self.norm_mean) / (self.norm_std * 2)
+        x = self.patch_embed(fbank.transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
+        tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
+        x = torch.cat([t.expand(x.shape[0], -1, -1) for t in tokens] + [x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, self.cls_tokens:]
+
+
+def build_teacher(spec: dict | None) -> nn.Module | None:
+    """``None`` or {"kind": "hear_module", "module": name, "model_file": path?} or
+    {"kind": "ssast", "checkpoint": path, "num_heads": 12}."""
+    if not spec:
+        return None
+    kind = spec.get("kind")
+    options = {key: value for key, value in spec.items() if key != "kind"}
+    try:
+        if kind == "hear_module":
+            return HearModuleTeacher(**options)
+        if kind == "ssast":
+            return SSASTTeacher(**options)
+    except TypeError as error:
+        raise ValueError(f"teacher {spec}: {error}") from error
+    raise ValueError(f"teacher kind must be 'hear_module' or 'ssast', got {kind!r}")

@@ -1,0 +1,157 @@
+"""Stage 1: train the Acoustic Tokenizer.
+
+log-mel -> tokenizer -> code logits -> Gumbel-softmax quantizer -> decoder, which reconstructs the log-mel
+(2 frames per code) and predicts a teacher's features. Loss, as in the reference:
+0.3 * MSE(reconstruction) + 0.7 * mean(1 - cos(prediction, teacher)) + 0.1 * diversity.
+With ``distillation_weight`` 0 no teacher is needed. Run: ``python -m hear_embed.train.tokenizer_stage --config cfg.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hear_embed.config import DecoderConfig, FrontendConfig, TokenizerConfig, config_to_dict
+from hear_embed.frontend import Frontend
+from hear_embed.heads import AcousticTokenizer
+from hear_embed.layers import length_mask
+from hear_embed.train.config_file import read_sections
+from hear_embed.train.data import DataConfig
+from hear_embed.train.decoder import Decoder, GumbelQuantizer
+from hear_embed.train.features import log_mel_batch
+from hear_embed.train.runner import TrainConfig, train
+from hear_embed.train.teachers import build_teacher
+
+
+@dataclass(frozen=True)
+class TokenizerLossConfig:
+    """Loss weights and Gumbel temperature schedule (reference defaults)."""
+
+    reconstruction_weight: float = 0.3
+    distillation_weight: float = 0.7
+    diversity_weight: float = 0.1
+    initial_temperature: float = 2.0
+    min_temperature: float = 0.5
+    temperature_decay: float = 0.999995  # per optimizer step
+
+
+def align_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(batch, frames, dim) -> (batch, num_frames, dim): truncated or zero-padded at the end."""
+    if features.shape[1] >= num_frames:
+        return features[:, :num_frames]
+    return nn.functional.pad(features, (0, 0, 0, num_frames - features.shape[1]))
+
+
+class TokenizerStage(nn.Module):
+    """The stage-1 model; ``forward(batch)`` -> {"loss", "reconstruction", "distillation", "diversity", "codes_used"}
+    (components unweighted, "loss" weighted; "codes_used": distinct argmax codes in the batch)."""
+
+    def __init__(self, tokenizer: TokenizerConfig, decoder: DecoderConfig, loss: TokenizerLossConfig,
+                 teacher: nn.Module | None = None):
+        super().__init__()
+        if loss.distillation_weight > 0 and teacher is None:
+            raise ValueError("distillation_weight > 0 needs a teacher (config section 'teacher'); set it to 0 to train without one")
+        self.loss_config = loss
+        self.frontend = Frontend(FrontendConfig())
+        self.tokenizer = AcousticTokenizer(tokenizer)
+        self.quantizer = GumbelQuantizer(tokenizer.num_codebooks, decoder.code_vector_size, decoder.hidden_size,
+                                         loss.initial_temperature, loss.min_temperature, loss.temperature_decay)
+        self.decoder = Decoder(decoder)
+        if loss.distillation_weight == 0:  # no teacher: the teacher head gets no gradient (and DDP needs to know)
+            self.decoder.out_layer.out_linear2.requires_grad_(False)
+        self._teacher = (teacher,)  # kept out of state_dict, parameters() and DDP
+
+    def after_step(self) -> None:
+        self.quantizer.anneal()
+
+    def log_values(self) -> dict:
+        return {"temperature": f"{float(self.quantizer.temperature):.5f}"}
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        waveform, lengths = batch["waveform"], batch["lengths"]
+        log_mel, frames = log_mel_batch(self.frontend, waveform, lengths)
+        logits, code_lengths = self.tokenizer(log_mel, frames)
+        decoder_input, diversity = self.quantizer(logits, code_lengths, batch["seeds"])
+        predicted_mel, predicted_teacher, mel_lengths = self.decoder(decoder_input, code_lengths)
+
+        valid_mel = length_mask(mel_lengths, predicted_mel.shape[1])
+        target_mel = log_mel.transpose(1, 2)[:, : predicted_mel.shape[1]]
+        reconstruction = nn.functional.mse_loss(predicted_mel[valid_mel].float(), target_mel[valid_mel])
+
+        loss = self.loss_config.reconstruction_weight * reconstruction + self.loss_config.diversity_weight * diversity
+        distillation = torch.zeros((), device=loss.device)
+        teacher = self._teacher[0]
+        if self.loss_config.distillation_weight > 0:
+            teacher.to(waveform.device)
+            with torch.no_grad():
+                target = align_frames(teacher(waveform, lengths).float(), predicted_teacher.shape[1])
+            valid = length_mask(code_lengths, predicted_teacher.shape[1])
+            cosine = nn.functional.cosine_similarity(predicted_teacher[valid].float(), target[valid], dim=-1)
+            distillation = (1.0 - cosine).mean()
+            loss = loss + self.loss_config.distillation_weight * distillation
+        codes_used = torch.tensor(float(logits.argmax(dim=-1)[length_mask(code_lengths, logits.shape[1])].unique().numel()))
+        return {"loss": loss, "reconstruction": reconstruction, "distillation": distillation, "diversity": diversity,
+                "codes_used": codes_used}
+
+
+def export_tokenizer(stage: TokenizerStage, path: Path, meta: dict) -> None:
+    """Write the trained tokenizer in the project's checkpoint format (readable by ``load_tokenizer``)."""
+    from hear_embed.weights import save_checkpoint
+
+    save_checkpoint(stage.tokenizer.cpu(), path, meta)
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "tokenizer": TokenizerConfig, "decoder": DecoderConfig,
+            "loss": TokenizerLossConfig}
+
+
+def run(config_path: str | Path, out_dir: str | Path, overrides: dict | None = None) -> dict:
+    """Train stage 1 from a JSON config; writes ``out_dir/tokenizer.pt`` when finished."""
+    sections = read_sections(config_path, SECTIONS, extra=("teacher",))
+    for section, values in (overrides or {}).items():
+        sections[section] = dataclasses.replace(sections[section], **values)
+    torch.manual_seed(sections["train"].seed)
+    teacher = build_teacher(sections["teacher"]) if sections["loss"].distillation_weight > 0 else None
+    stage = TokenizerStage(sections["tokenizer"], sections["decoder"], sections["loss"], teacher)
+    meta = {"stage": "tokenizer", "planned_steps": sections["train"].steps, "teacher": sections["teacher"],
+            "loss": config_to_dict(sections["loss"]), "data_sources": list(sections["data"].sources)}
+    return train(stage, sections["data"], sections["train"], out_dir,
+                 export=lambda model, folder, step: export_tokenizer(model, Path(folder) / "tokenizer.pt", {**meta, "steps": step}))
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="JSON config (sections data, train, ...)")
+    parser.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, log.csv and the exported model")
+    parser.add_argument("--data", nargs="+", help="override data.sources: folders or manifest files")
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--max-wall-seconds", type=float, help="override train.max_wall_seconds")
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    overrides: dict = {"data": {}, "train": {}}
+    if args.data:
+        overrides["data"]["sources"] = tuple(args.data)
+    if args.steps is not None:
+        overrides["train"]["steps"] = args.steps
+    if args.max_wall_seconds is not None:
+        overrides["train"]["max_wall_seconds"] = args.max_wall_seconds
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hear_embed.train.tokenizer_stage", description=__doc__.split("\n")[1])
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(args.config, args.out_dir, overrides_from(args))
+    if result["rank"] == 0:
+        print(json.dumps({key: result[key] for key in ("step", "finished", "skipped_files", "seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
