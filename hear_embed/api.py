@@ -24,7 +24,7 @@ class EmbeddingOptions:
     """What ``load_model(**options)`` accepts (heareval passes ``--model-options`` JSON here)."""
 
     layer: int | None = None  # transformer layer whose output is the embedding, 1..num_layers; None = last
-    scene_pooling: str = "mean"  # how timestamp embeddings are pooled over time: one of SCENE_POOLINGS
+    scene_pooling: str = "mean+std"  # pooling over time, one of SCENE_POOLINGS (default: results/pooling_study.md)
     windows_per_group: int = 4  # 6 s windows encoded together for long audio (memory vs speed)
     quantize: str = "none"  # "int8": torch dynamic int8 Linear layers (CPU only; see hear_embed.export)
 
@@ -144,6 +144,6 @@ def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor
 
 def get_scene_embeddings(audio, model: HearEmbedModel) -> torch.Tensor:
     """audio (n_sounds, n_samples) float32 at 16 kHz -> (n, scene_embedding_size): timestamp embeddings pooled
-    over time as ``scene_pooling`` says (mean by default)."""
+    over time as ``scene_pooling`` says (mean and std, concatenated, by default)."""
     frames, _ = get_timestamp_embeddings(audio, model)
     return pool_frames(frames, model.options.scene_pooling)

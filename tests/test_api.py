@@ -224,3 +224,10 @@ def test_int8_option_stays_close_to_fp32(checkpoint):
     assert not torch.equal(fp32, int8)
     cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=-1)
     assert cosine.min() > 0.99
+
+
+def test_default_scene_pooling_is_mean_and_std(checkpoint):
+    """The default chosen from results/pooling_study.md: mean and population std over time, concatenated."""
+    model = load_model(checkpoint)
+    assert model.options.scene_pooling == "mean+std"
+    assert model.scene_embedding_size == 2 * model.timestamp_embedding_size
