@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m eval demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 clean:
 	rm -rf $(VENV)

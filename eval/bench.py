@@ -43,6 +43,7 @@ from hear_embed.attention import set_attention_path  # noqa: E402
 from hear_embed.config import (AcousticModelConfig, ClassificationDecoderConfig, TaskModelConfig,  # noqa: E402
                                config_to_dict)
 from hear_embed.heads import HEARClassifier  # noqa: E402
+from eval.report import cpu_model  # noqa: E402
 
 SAMPLE_RATE = 16000
 REFERENCE = "wav2vec2-base"
@@ -287,13 +288,7 @@ def precision_effects(tiny: bool, export_dir: Path | None, waveform: torch.Tenso
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {"torch": torch.__version__}
     for package in ("onnxruntime", "transformers"):
         try:

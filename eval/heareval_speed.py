@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import torch
 from eval import synthetic
 from eval.heareval_compat import write_embedding_dir
 from eval.probe import evaluate_task
+from eval.report import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,16 +50,6 @@ def _ours(task, features, grid: str, n_points: int, threads: int) -> tuple[float
     result = evaluate_task(task, features, grid=grid, n_grid_points=n_points, progress=False, num_threads=threads)
     first = task.splits[0] if task.split_mode != "trainvaltest" else "test"
     return time.perf_counter() - start, result.fold_scores[first]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -110,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {os.cpu_count()} CPU cores ({_cpu_model()}), torch {torch.__version__}, "
+        f"- Machine: {os.cpu_count()} CPU cores ({cpu_model()}), torch {torch.__version__}, "
         f"{args.threads} torch thread(s) on both sides, CPU only",
         f"- Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; both sides ran under the same load, one after the other)",
