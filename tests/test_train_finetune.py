@@ -26,7 +26,7 @@ def small_weights(tmp_path_factory):
 
 
 def clip_task(folder, split_mode: str, long_clip: bool = False):
-    """Two-class scene task from real clips: label = digit parity of the FSDD file (or fixture file)."""
+    """Two-class scene task from real clips: label = digit parity of the FSDD file (shipped clips)."""
     clips = training_clips(16)
     audio = [read_audio(p)[:16000] for p in clips]
     audio = [np.pad(a, (0, 16000 - len(a))) for a in audio]

@@ -4,11 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import soundfile
-
 REPO = Path(__file__).resolve().parents[1]
-FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"  # CI: ../shared relative to the repository
-FIXTURE_AUDIO = REPO / "tests" / "fixtures" / "audio"
+TRAIN_AUDIO = REPO / "tests" / "fixtures" / "train_audio"  # 16 FSDD clips of takes 10-49
 
 TINY_ENCODER = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_transformer_layers": 1,
                 "dropout_probability": 0.0}
@@ -16,15 +13,11 @@ TINY_TRAIN = {"micro_batch": 4, "learning_rate": 3e-3, "warmup_steps": 1, "log_e
               "num_threads": 1, "grad_clip": 1.0}
 
 
-def training_clips(count: int = 12, min_seconds: float = 0.36) -> list[Path]:
-    """``count`` FSDD clips of takes 10-49 (never the mini-suite's takes 0-9) at least ``min_seconds`` long,
-    or the bundled fixture clips when FSDD is absent."""
-    if FSDD.is_dir():
-        candidates = sorted(p for p in FSDD.glob("*.wav") if int(p.stem.rsplit("_", 1)[1]) >= 10)
-        step = max(1, len(candidates) // (4 * count))
-        chosen = [p for p in candidates[::step] if soundfile.info(str(p)).duration >= min_seconds]
-        return chosen[:count]
-    return sorted(FIXTURE_AUDIO.glob("*.wav"))
+def training_clips(count: int = 12) -> list[Path]:
+    """The first ``count`` (at most 16) of the shipped real training clips: FSDD takes 10-49, each >= 0.36 s."""
+    clips = sorted(TRAIN_AUDIO.glob("*.wav"))
+    assert len(clips) >= count, f"only {len(clips)} clips in {TRAIN_AUDIO}"
+    return clips[:count]
 
 
 def write_manifest(folder: Path, files: list[Path]) -> Path:
