@@ -1,8 +1,8 @@
 """Long audio (5 and 10 minutes, small fixture model): the streamed embeddings equal the plain computation,
 and the peak memory they need stays bounded instead of growing with the clip.
 
-Each computation runs in its own process so that ``ru_maxrss`` (peak resident memory; tracemalloc does not
-see torch's allocations) measures only it: the script records the peak before and after the embedding call.
+Each computation runs in its own process, which samples its resident size (/proc/self/statm; tracemalloc does
+not see torch's allocations) every millisecond during the embedding call: peak growth = peak - size before.
 """
 from __future__ import annotations
 
@@ -15,22 +15,36 @@ import numpy as np
 import pytest
 
 SCRIPT = """
-import json, resource, sys, torch
+import json, os, sys, threading, time, torch
 torch.set_num_threads(1)
 from hear_embed import get_timestamp_embeddings, load_model
 checkpoint, minutes, mode, out_file = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 model = load_model(checkpoint)
 audio = torch.rand(1, int(minutes * 60 * 16000), generator=torch.Generator().manual_seed(0)).mul_(2).sub_(1)
 get_timestamp_embeddings(audio[:, :16000], model)  # warm up the allocator and kernels
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+peak, running = [0.0], [True]
+def sample():  # the resident size, sampled every millisecond while the call runs
+    while running[0]:
+        peak[0] = max(peak[0], rss_mb())
+        time.sleep(0.001)
+
+before = rss_mb()
+sampler = threading.Thread(target=sample)
+sampler.start()
 if mode == "streamed":
     hidden, _ = get_timestamp_embeddings(audio, model)
 else:  # the plain computation: Frontend on the whole clip, then AcousticModel.forward
     with torch.no_grad():
         hidden, _ = model.acoustic_model(model.frontend(audio))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+running[0] = False
+sampler.join()
 torch.save(hidden[0], out_file)
-print(json.dumps({"peak_growth_mb": (after - before) / 1024, "output_mb": hidden.numel() * 4 / 2**20}))
+print(json.dumps({"peak_growth_mb": max(peak[0], rss_mb()) - before, "output_mb": hidden.numel() * 4 / 2**20}))
 """
 
 LOG_MEL_MB_PER_MINUTE = 128 * 6000 * 4 / 2**20  # 2.9 MB; the complex STFT is 8x that
@@ -64,5 +78,7 @@ def test_ten_minutes_streamed_equals_plain_in_bounded_memory(parity_dir, tmp_pat
     growth = streamed["peak_growth_mb"] - shorter["peak_growth_mb"]
     allowed = streamed["output_mb"] - shorter["output_mb"] + 5 * LOG_MEL_MB_PER_MINUTE / 2
     assert growth < allowed, (shorter, streamed)
-    # The plain computation shows what the bound guards against: it needs over a gigabyte for 10 minutes.
-    assert streamed["peak_growth_mb"] < 200 < plain["peak_growth_mb"], (streamed, plain)
+    # The plain computation shows what the bound guards against: it holds the whole complex STFT (513 bins x
+    # 60,000 frames, 235 MB) and power spectrum (117 MB) at once; the streamed one a few windows and chunks
+    # (about 70 MB measured, including the 7 MB output).
+    assert streamed["peak_growth_mb"] < 150 and plain["peak_growth_mb"] > 300, (streamed, plain)
