@@ -106,12 +106,15 @@ class Frontend(nn.Module):
                           window=self.window, center=True, pad_mode="reflect", return_complex=True)
         return spec.real.square() + spec.imag.square()
 
-    def power_frames(self, waveform: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Frames ``start:stop`` of :meth:`power`, computed from only the samples they need."""
+    def power_frames(self, waveform: torch.Tensor, start: int, stop: int, dc: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames ``start:stop`` of :meth:`power` of ``waveform - dc`` (dc: (batch, 1) or None), computed from only
+        the samples they need: (batch, samples) -> (batch, n_freqs, stop - start)."""
         cfg = self.config
-        pad = cfg.n_fft // 2
         stop = min(stop, num_frames(waveform.shape[-1], cfg.hop_length))
-        samples = reflect_padded_slice(waveform, start * cfg.hop_length, (stop - 1) * cfg.hop_length + cfg.n_fft, pad)
+        samples = reflect_padded_slice(waveform, start * cfg.hop_length, (stop - 1) * cfg.hop_length + cfg.n_fft,
+                                       cfg.n_fft // 2)
+        if dc is not None:
+            samples = samples - dc
         spec = torch.stft(samples, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
                           window=self.window, center=False, return_complex=True)
         return spec.real.square() + spec.imag.square()
@@ -142,8 +145,4 @@ class Frontend(nn.Module):
         return log_mel, self.normalize(self.log_power(power))
 
 
-def frames_per_second(config: FrontendConfig = FrontendConfig()) -> float:
-    return config.sample_rate / config.hop_length
-
-
-__all__ = ["Frontend", "RunningStats", "mel_filterbank", "mono_without_dc", "num_frames", "frames_per_second"]
+__all__ = ["Frontend", "RunningStats", "mel_filterbank", "mono_without_dc", "num_frames"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend, RunningStats, num_frames, reflect_padded_slice
+from hear_embed.frontend import Frontend, RunningStats, num_frames
 from hear_embed.windowing import cut_windows, window_starts
 
 STATS_CHUNK_FRAMES = 4096  # spectrogram frames (41 s) per chunk of the statistics pass
@@ -29,26 +29,13 @@ def encoder_frame_count(num_samples: int, hop_length: int = 160) -> int:
     return num_frames(num_samples, hop_length) // 2
 
 
-def power_frames_without_dc(frontend: Frontend, audio: torch.Tensor, dc: torch.Tensor, start: int,
-                            stop: int) -> torch.Tensor:
-    """Spectrogram frames ``start:stop`` of ``audio - dc``: audio (batch, samples), dc (batch, 1) ->
-    power (batch, n_freqs, frames). Only the samples those frames need are copied."""
-    cfg = frontend.config
-    stop = min(stop, num_frames(audio.shape[-1], cfg.hop_length))
-    first_sample, stop_sample = start * cfg.hop_length, (stop - 1) * cfg.hop_length + cfg.n_fft
-    samples = reflect_padded_slice(audio, first_sample, stop_sample, cfg.n_fft // 2)
-    spec = torch.stft(samples - dc, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                      window=frontend.window, center=False, return_complex=True)
-    return spec.real.square() + spec.imag.square()
-
-
 def log_mel_statistics(frontend: Frontend, audio: torch.Tensor, dc: torch.Tensor,
                        chunk_frames: int = STATS_CHUNK_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-clip mean and population std (batch,) of the un-normalized log-mel over all frames and bins."""
     stats = RunningStats(audio.shape[0], audio.device)
     total = num_frames(audio.shape[-1], frontend.config.hop_length)
     for start in range(0, total, chunk_frames):
-        stats.update(frontend.log_mel(power_frames_without_dc(frontend, audio, dc, start, start + chunk_frames)))
+        stats.update(frontend.log_mel(frontend.power_frames(audio, start, start + chunk_frames, dc)))
     return stats.mean_std()
 
 
@@ -67,7 +54,7 @@ def windowed_hidden(frontend: Frontend, model: AcousticModel, audio: torch.Tenso
     weight_sum = audio.new_zeros(total, 1)
     for group in window_starts(total, max_length, overlap).split(windows_per_group):
         first, last = int(group[0]), min(int(group[-1]) + max_length, total)
-        power = power_frames_without_dc(frontend, audio, dc, 2 * first, 2 * last)
+        power = frontend.power_frames(audio, 2 * first, 2 * last, dc)
         log_mel = frontend.normalize(frontend.log_mel(power), mean, std)
         conv_lengths = torch.full((batch,), log_mel.shape[-1], device=audio.device)
         hidden, _ = model.feature_extractor(log_mel, conv_lengths)  # (batch, last - first, hidden)
