@@ -31,7 +31,7 @@ from torch import nn
 from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import config_to_dict
 from hear_embed.frontend import Frontend
-from hear_embed.windowing import ramp_window
+from hear_embed.windowing import overlap_add, ramp_window, window_starts
 
 OPSET = 18
 MIN_SAMPLES = 513  # the centered STFT reflects n_fft / 2 = 512 samples
@@ -144,7 +144,7 @@ class ExportedEmbedder:
     def __init__(self, frontend, encoder, max_length: int, overlap: int):
         self.frontend, self.encoder = frontend, encoder
         self.max_length, self.overlap = max_length, overlap
-        self.weights = ramp_window(max_length, overlap).numpy()[None, :, None]
+        self.weights = ramp_window(max_length, overlap)
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         waveform = np.ascontiguousarray(waveform, dtype=np.float32)
@@ -153,22 +153,18 @@ class ExportedEmbedder:
                              f"got shape {waveform.shape}")
         log_mel = self.frontend(waveform)  # (batch, n_mels, frames)
         batch, n_mels, frames = log_mel.shape
-        total, length, stride = frames // 2, self.max_length, self.max_length - self.overlap
+        total, length = frames // 2, self.max_length
         if total <= length:  # the encoder takes an even number of mel frames; the conv drops an odd last one
             return self.encoder(np.ascontiguousarray(log_mel[:, :, :2 * total]), np.full(batch, 2 * total, dtype=np.int64))
-        starts = np.arange(int(np.ceil((total - length) / stride)) + 1) * stride
+        starts = window_starts(total, length, self.overlap).numpy()
         padded = np.zeros((batch, n_mels, 2 * (starts[-1] + length)), dtype=np.float32)
         padded[:, :, :frames] = log_mel
         windows = np.stack([padded[:, :, 2 * s: 2 * (s + length)] for s in starts], axis=1)  # (batch, n, mels, 2L)
         lengths = np.clip(frames - 2 * starts, 0, 2 * length).astype(np.int64)
         encoded = self.encoder(windows.reshape(-1, n_mels, 2 * length), np.tile(lengths, batch))
-        encoded = encoded.reshape(batch, len(starts), length, -1) * self.weights
-        out = np.zeros((batch, starts[-1] + length, encoded.shape[-1]), dtype=np.float32)
-        weight_sum = np.zeros((1, starts[-1] + length, 1), dtype=np.float32)
-        for index, start in enumerate(starts):
-            out[:, start: start + length] += encoded[:, index]
-            weight_sum[:, start: start + length] += self.weights[0]
-        return (out / np.maximum(weight_sum, 1e-8))[:, :total]
+        encoded = torch.from_numpy(np.ascontiguousarray(encoded).reshape(batch, len(starts), length, -1))
+        every_window = torch.ones(batch, len(starts), dtype=torch.bool)  # equal-length clips use every window
+        return overlap_add(encoded, every_window, torch.from_numpy(starts), self.weights, total).numpy()
 
 
 def _read_meta(folder: Path) -> dict:
