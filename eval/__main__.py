@@ -178,14 +178,15 @@ def demo(args) -> int:
     print(f"demo: mini-suite at {suite} ({build_seconds:.1f} s)", file=sys.stderr)
     runs = []
     for label, module, weights in _demo_models(args):
-        run_args = argparse.Namespace(
-            model=module, weights=weights, model_options={}, tasks_dir=suite, tasks=None, out=args.runs_dir / _slug(label),
-            grid=args.grid, device=args.device, seed=0, cache_dir=args.runs_dir / "embeddings",
-            batch_seconds=60.0, label=label, no_progress=args.no_progress)
-        code = run(run_args)
-        if code:
-            return code
-        runs.append(run_args.out)
+        for seed in args.seeds:  # the embeddings are computed once and shared by the seeds' probes
+            run_args = argparse.Namespace(
+                model=module, weights=weights, model_options={}, tasks_dir=suite, tasks=None,
+                out=args.runs_dir / _slug(label) / f"seed{seed}", grid=args.grid, device=args.device, seed=seed,
+                cache_dir=args.runs_dir / "embeddings", batch_seconds=60.0, label=label, no_progress=args.no_progress)
+            code = run(run_args)
+            if code:
+                return code
+            runs.append(run_args.out)
     written = write_report(runs, args.out, command=args.command_line, name="mini_suite")
     print(Path(written[0]).read_text())
     for run_dir in runs:
@@ -242,6 +243,8 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     demo_parser.add_argument("--cache-dir", type=Path, default=None, help="where the mini-suite is built "
                              "(default $HEAR_EMBED_EVAL_CACHE or ~/.cache/hear_embed_eval)")
     demo_parser.add_argument("--grid", choices=GRIDS, default="fast", help="probe grid (default fast)")
+    demo_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                             help="probe seeds; tables give mean ± std over them (default 0 1 2)")
     demo_parser.add_argument("--size", choices=("full", "tiny"), default="full", help="mini-suite size")
     demo_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     demo_parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -69,17 +69,36 @@ def read_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
         frame["run"] = str(run_dir)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
-    duplicated = frame.duplicated(subset=["label", "task"])
+    duplicated = frame.duplicated(subset=["label", "task", "seed"])
     if duplicated.any():
-        pairs = frame.loc[duplicated, ["label", "task"]].values.tolist()
-        raise ValueError(f"the same model label and task appear in more than one run: {pairs}; "
-                         "give runs distinct --label values")
-    return frame
+        pairs = frame.loc[duplicated, ["label", "task", "seed"]].values.tolist()
+        raise ValueError(f"the same model label, task and probe seed appear in more than one run: {pairs}; "
+                         "give runs distinct --label values (runs that differ only in --seed are averaged)")
+    return merge_probe_seeds(frame)
+
+
+def merge_probe_seeds(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (label, task): runs of one model that differ only in the probe seed become their mean, with
+    ``std`` the sample std over seeds and ``n_seeds`` how many; a single run keeps its fold std (n_seeds 1).
+    The per-seed score of a k-fold task is its mean over folds."""
+    rows = []
+    for _, group in scores.groupby(["label", "task"], sort=False):
+        row = group.iloc[0].copy()
+        row["n_seeds"] = len(group)
+        if len(group) > 1:
+            row["score"], row["std"] = group["score"].mean(), group["score"].std(ddof=1)
+            row["validation_score"] = group["validation_score"].mean()
+            row["seed"] = " ".join(str(seed) for seed in sorted(group["seed"]))
+            row["run"] = " ".join(group["run"])
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 def comparison_table(scores: pd.DataFrame) -> pd.DataFrame:
     """Task x model table of primary test scores as text: "0.812" or "0.812 ± 0.030" for k-fold means."""
     def cell(row) -> str:
+        if row.get("n_seeds", 1) > 1:
+            return f"{row.score:.3f} ± {row['std']:.3f} ({row.n_seeds} seeds)"
         return f"{row.score:.3f}" if row.n_folds <= 1 else f"{row.score:.3f} ± {row['std']:.3f}"
 
     cells = scores.assign(cell=scores.apply(cell, axis=1))
@@ -90,7 +109,10 @@ def comparison_table(scores: pd.DataFrame) -> pd.DataFrame:
 def _settings_line(scores: pd.DataFrame) -> str:
     protocols = ", ".join(sorted(set(scores["protocol"].astype(str))))
     grids = ", ".join(sorted(set(scores["grid"].astype(str))))
-    return f"protocol: {protocols}; grid: {grids}; k-fold tasks: mean ± sample std over folds"
+    text = f"protocol: {protocols}; grid: {grids}; k-fold tasks: mean ± sample std over folds"
+    if "n_seeds" in scores and (scores["n_seeds"] > 1).any():
+        text += "; cells with (N seeds): mean ± sample std over N probe seeds (k-fold tasks: of the fold means)"
+    return text
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -115,7 +137,7 @@ def plot_scores(scores: pd.DataFrame, path: Path, stamp: dict[str, str]) -> None
     for k, label in enumerate(labels):
         rows = scores[scores["label"] == label].set_index("task").reindex(tasks)
         axes.bar(np.arange(len(tasks)) + (k - (len(labels) - 1) / 2) * width, rows["score"], width,
-                 yerr=rows["std"].where(rows["n_folds"] > 1), label=label, capsize=2)
+                 yerr=rows["std"].where((rows["n_folds"] > 1) | (rows["n_seeds"] > 1)), label=label, capsize=2)
     metrics = scores.drop_duplicates("task").set_index("task")["metric"].reindex(tasks)
     axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8)
     axes.set_ylabel("primary test score")
@@ -207,12 +229,13 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, 
     markdown += f"\nRows: task (primary metric); columns: model.\n\n{_markdown(table)}\n"
     _write_text_atomically(written[0], markdown)
     columns = ["label", "model", "weights", "options", "params_millions", "task", "metric", "score", "std", "split", "n_folds",
-               "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
+               "n_seeds", "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
     _write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
     plot_scores(scores, written[2], stamp)
     efficiency = out_dir / EFFICIENCY_FILE
-    if efficiency.is_file():
-        gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"
-        if plot_score_vs_gmacs(scores, pd.read_csv(efficiency, comment="#"), gmacs_plot, stamp):
-            written.append(gmacs_plot)
+    gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"
+    if efficiency.is_file() and plot_score_vs_gmacs(scores, pd.read_csv(efficiency, comment="#"), gmacs_plot, stamp):
+        written.append(gmacs_plot)
+    else:
+        gmacs_plot.unlink(missing_ok=True)  # a plot of an earlier table would no longer match this one
     return written

