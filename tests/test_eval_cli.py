@@ -157,7 +157,11 @@ def test_runs_differing_only_in_probe_seed_are_averaged(tmp_path):
     assert scores.loc[("A", "digits"), "std"] == pytest.approx(0.2)  # sample std over the three seeds
     assert scores.loc[("A", "speakers"), "n_seeds"] == 3 and scores.loc[("A", "speakers"), "seed"] == "0 1 2"
     assert scores.loc[("B", "speakers"), "std"] == pytest.approx(0.05)  # one run keeps its fold std
+    stale_plot = tmp_path / "results" / "seeds_score_vs_gmacs.png"  # from an earlier table; no efficiency.csv now
+    stale_plot.parent.mkdir()
+    stale_plot.write_bytes(b"old")
     write_report(runs, tmp_path / "results", "test", name="seeds")
+    assert not stale_plot.exists()
     markdown = (tmp_path / "results" / "seeds.md").read_text()
     assert "| digits | top1_acc | 0.700 ± 0.200 (3 seeds) | 0.600 |" in markdown
     assert "mean ± sample std over N probe seeds" in markdown
