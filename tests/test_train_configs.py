@@ -19,7 +19,7 @@ def test_tokenizer_configs_parse(name):
     loss = sections["loss"]
     assert (loss.reconstruction_weight, loss.distillation_weight) == (0.3, 0.7)
     assert loss.diversity_weight == (0.1 if name.startswith("paper") else 2.0)  # tiny: see MODEL_CARD.md
-    assert loss.distillation_weight == 0.7 and sections["teacher"]["kind"] in {"crepe", "ssast"}
+    assert sections["teacher"]["kind"] in {"crepe", "ssast"}
     assert sections["data"].crop_seconds <= 6.0
 
 
