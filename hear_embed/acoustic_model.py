@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from hear_embed.config import AcousticModelConfig
-from hear_embed.layers import Encoder
-from hear_embed.windowing import cut_windows, overlap_add, ramp_window, window_lengths, window_starts, windows_used
+from hear_embed.layers import Encoder, full_lengths
+from hear_embed.windowing import OverlapAdd, WindowPlan, cut_windows
 
 
 class AcousticModel(Encoder):
@@ -15,27 +15,30 @@ class AcousticModel(Encoder):
     def __init__(self, config: AcousticModelConfig = AcousticModelConfig()):
         super().__init__(config)
         self.config = config
-        self.register_buffer("window_weights", ramp_window(config.max_length, config.overlap), persistent=False)
+        self.window_plan = WindowPlan(max_length=config.max_length, overlap=config.overlap)
 
-    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
-        """Encode independent windows: (n, max_length, hidden) with (n,) valid lengths -> same shape."""
-        return self.contextual_encoder(windows, lengths, num_layers)
+    def encode_windows(self, hidden: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, into: OverlapAdd,
+                       num_layers: int | None = None, offset: int = 0) -> None:
+        """Encode the windows at ``starts`` (clip frames) and add them ``into`` the overlap-add.
+
+        hidden (batch, time, hidden_size): conv features of clip frames ``offset`` onwards; lengths (batch,):
+        the clips' valid frames. Windows a clip does not use (see :class:`WindowPlan`) are not encoded."""
+        plan = self.window_plan
+        windows = cut_windows(hidden, starts - offset, plan.max_length)  # (batch, windows, max_length, hidden)
+        used = plan.used(lengths, starts)
+        encoded = windows.new_zeros(windows.shape)
+        encoded[used] = self.contextual_encoder(windows[used], plan.window_lengths(lengths, starts)[used], num_layers)
+        for index, start in enumerate(starts.tolist()):
+            into.add(start, encoded[:, index], used[:, index])
 
     def forward(self, log_mel: torch.Tensor, lengths: torch.Tensor | None = None,
                 num_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """log_mel (batch, n_mels, frames), lengths (batch,) valid mel frames (all by default) ->
         hidden (batch, frames // 2, hidden_size) after ``num_layers`` transformer layers, and (batch,) lengths."""
-        if lengths is None:
-            lengths = torch.full((log_mel.shape[0],), log_mel.shape[-1], dtype=torch.long, device=log_mel.device)
-        hidden, lengths = self.feature_extractor(log_mel, lengths)
-        total = hidden.shape[1]
-        max_length, overlap = self.config.max_length, self.config.overlap
-        if total <= max_length:
+        hidden, lengths = self.feature_extractor(log_mel, full_lengths(log_mel) if lengths is None else lengths)
+        batch, total, hidden_size = hidden.shape
+        if total <= self.config.max_length:
             return self.contextual_encoder(hidden, lengths, num_layers), lengths
-
-        starts = window_starts(total, max_length, overlap)
-        used = windows_used(lengths, starts, max_length, overlap)
-        windows = cut_windows(hidden, starts, max_length)
-        encoded = windows.new_zeros(windows.shape)
-        encoded[used] = self.encode_windows(windows[used], window_lengths(lengths, starts, max_length)[used], num_layers)
-        return overlap_add(encoded, used, starts, self.window_weights, total), lengths
+        overlap_add = OverlapAdd(self.window_plan, batch, total, hidden_size, like=hidden)
+        self.encode_windows(hidden, lengths, self.window_plan.starts(total), overlap_add, num_layers)
+        return overlap_add.result(), lengths

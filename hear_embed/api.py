@@ -2,7 +2,7 @@
 
 Timestamp embeddings are the Acoustic Model's output frames (50 per second, frame i stamped at
 20 i + 5 ms, the middle of the two 10 ms spectrogram frames it covers). Audio of any length is
-accepted; clips longer than 6 s are computed window group by window group (see ``streaming.py``).
+accepted; clips longer than 6 s are computed window group by window group (see ``long_audio.py``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend
-from hear_embed.streaming import acoustic_hidden, encoder_frame_count
+from hear_embed.frontend import Frontend, encoder_frame_count
+from hear_embed.long_audio import acoustic_hidden
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
 

@@ -22,7 +22,7 @@ from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import (AcousticModelConfig, ClassificationDecoderConfig, TaskModelConfig, TokenizerConfig,
                                config_from_dict)
 from hear_embed.frontend import Frontend
-from hear_embed.heads import AcousticTokenizer
+from hear_embed.tokenizer import AcousticTokenizer
 
 FORMAT, FORMAT_VERSION = "hear_embed", 1
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")

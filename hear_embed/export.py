@@ -7,9 +7,9 @@ An export folder holds two graphs, both with dynamic batch and length:
 - ``encoder``: one window of log-mel (windows, 128, 2 * t) with t <= max_length encoder frames and its valid
   mel frames (windows,) int64 -> hidden (windows, t, hidden_size): conv feature extractor + transformer.
 
-The sliding window between them (windows of ``max_length`` encoder frames every ``max_length - overlap``,
-overlap-added with raised-cosine ramps) is :class:`ExportedEmbedder`, ~30 lines of numpy, described in
-``export.json``. All clips of a call have the same length (the HEAR API case), so every window is used.
+The sliding window between them is the Acoustic Model's own :class:`~hear_embed.windowing.WindowPlan` and
+:class:`~hear_embed.windowing.OverlapAdd`, run by :class:`ExportedEmbedder`; its parameters are
+``max_length`` and ``overlap`` of ``acoustic_model_config`` in ``export.json``.
 
 Files: ``frontend.onnx``, ``encoder.onnx``, ``encoder.int8.onnx`` (``--int8``: onnxruntime dynamic int8
 quantization of the encoder's weights), ``frontend.pt2``, ``encoder.pt2`` (``--torch-export``, alias
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,9 +27,10 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
+from hear_embed.atomic_files import atomic_path, write_json_atomically
 from hear_embed.config import config_to_dict
 from hear_embed.frontend import Frontend
-from hear_embed.windowing import overlap_add, ramp_window, window_starts
+from hear_embed.windowing import OverlapAdd, WindowPlan
 
 OPSET = 18
 MIN_SAMPLES = 513  # the centered STFT reflects n_fft / 2 = 512 samples
@@ -64,18 +63,6 @@ def _programs(acoustic_model: AcousticModel) -> dict[str, torch.export.ExportedP
     return {"frontend": front, "encoder": enc}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)`` then move the file into place."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def quantize_onnx_int8(source: Path, target: Path) -> Path:
     """Dynamic 8-bit quantization of the weight matmuls (activations quantized on the fly) with onnxruntime.
 
@@ -83,7 +70,8 @@ def quantize_onnx_int8(source: Path, target: Path) -> Path:
     kernels, which we measured as per-frame cosine 0.975 to fp32 instead of 0.9998."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _atomic_write(target, lambda temp: quantize_dynamic(str(source), temp, weight_type=QuantType.QUInt8))
+    with atomic_path(target) as temporary:
+        quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QUInt8)
     return target
 
 
@@ -110,41 +98,35 @@ def export_model(acoustic_model: AcousticModel, out_dir: str | Path, onnx: bool 
     for name, program in programs.items():
         if torch_export:
             written[f"{name}.pt2"] = out / f"{name}.pt2"
-            _atomic_write(written[f"{name}.pt2"], lambda temp, p=program: torch.export.save(p, temp))
+            with atomic_path(written[f"{name}.pt2"]) as temporary:
+                torch.export.save(program, temporary)
         if onnx:
             written[f"{name}.onnx"] = out / f"{name}.onnx"
             onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, verbose=False)
-            _atomic_write(written[f"{name}.onnx"], lambda temp, p=onnx_program: p.save(temp))
+            with atomic_path(written[f"{name}.onnx"]) as temporary:
+                onnx_program.save(temporary)
     if int8:
         written["encoder.int8.onnx"] = quantize_onnx_int8(out / "encoder.onnx", out / "encoder.int8.onnx")
-    config = acoustic_model.config
     meta = {
-        "source": source, "acoustic_model_config": config_to_dict(config), "sample_rate": 16000,
+        "source": source, "acoustic_model_config": config_to_dict(acoustic_model.config), "sample_rate": 16000,
         "min_samples": MIN_SAMPLES, "hop_length": Frontend().config.hop_length, "opset": OPSET,
         "files": sorted(written),
         "frontend": "waveform (batch, samples) float32 -> log_mel (batch, 128, frames); frames = samples // 160 + 1",
         "encoder": "log_mel (windows, 128, 2t), lengths (windows,) int64 valid mel frames -> hidden (windows, t, H); t <= max_length",
-        "sliding_window": f"if frames // 2 <= {config.max_length}: one call with the whole log-mel. Else windows of "
-                          f"{config.max_length} encoder frames (mel [2s, 2s + {2 * config.max_length})) at s = 0, "
-                          f"{config.max_length - config.overlap}, ... until s + {config.max_length} covers frames // 2; "
-                          "the log-mel is zero-padded at the end; lengths = clip(frames - 2s, 0, "
-                          f"{2 * config.max_length}); outputs overlap-added with weights 0.5 - 0.5 cos ramps over "
-                          f"{config.overlap} frames at each end (clamped at 1e-3), divided by the summed weights.",
     }
     written["export.json"] = out / "export.json"
-    _atomic_write(written["export.json"], lambda temp: Path(temp).write_text(json.dumps(meta, indent=2)))
+    write_json_atomically(written["export.json"], meta, indent=2)
     return written
 
 
 class ExportedEmbedder:
     """Runs an export folder: waveform (batch, samples) float32 numpy -> hidden (batch, frames // 2, H).
 
-    ``frontend`` and ``encoder`` are callables on numpy arrays (see :func:`load_onnx`, :func:`load_programs`)."""
+    ``frontend`` and ``encoder`` are callables on numpy arrays (see :func:`load_onnx`, :func:`load_programs`);
+    the windows and their overlap-add are the Acoustic Model's own (:mod:`hear_embed.windowing`)."""
 
-    def __init__(self, frontend, encoder, max_length: int, overlap: int):
-        self.frontend, self.encoder = frontend, encoder
-        self.max_length, self.overlap = max_length, overlap
-        self.weights = ramp_window(max_length, overlap)
+    def __init__(self, frontend, encoder, plan: WindowPlan):
+        self.frontend, self.encoder, self.plan = frontend, encoder, plan
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         waveform = np.ascontiguousarray(waveform, dtype=np.float32)
@@ -153,25 +135,32 @@ class ExportedEmbedder:
                              f"got shape {waveform.shape}")
         log_mel = self.frontend(waveform)  # (batch, n_mels, frames)
         batch, n_mels, frames = log_mel.shape
-        total, length = frames // 2, self.max_length
+        total, length = frames // 2, self.plan.max_length
         if total <= length:  # the encoder takes an even number of mel frames; the conv drops an odd last one
             return self.encoder(np.ascontiguousarray(log_mel[:, :, :2 * total]), np.full(batch, 2 * total, dtype=np.int64))
-        starts = window_starts(total, length, self.overlap).numpy()
-        padded = np.zeros((batch, n_mels, 2 * (starts[-1] + length)), dtype=np.float32)
+        starts = self.plan.starts(total)
+        lengths = torch.full((batch,), total)
+        padded = np.zeros((batch, n_mels, 2 * (int(starts[-1]) + length)), dtype=np.float32)
         padded[:, :, :frames] = log_mel
-        windows = np.stack([padded[:, :, 2 * s: 2 * (s + length)] for s in starts], axis=1)  # (batch, n, mels, 2L)
-        lengths = np.clip(frames - 2 * starts, 0, 2 * length).astype(np.int64)
-        encoded = self.encoder(windows.reshape(-1, n_mels, 2 * length), np.tile(lengths, batch))
+        windows = np.stack([padded[:, :, 2 * s: 2 * (s + length)] for s in starts.tolist()], axis=1)  # (batch, n, mels, 2L)
+        mel_lengths = 2 * self.plan.window_lengths(lengths, starts).numpy()
+        encoded = self.encoder(windows.reshape(-1, n_mels, 2 * length), mel_lengths.reshape(-1))
         encoded = torch.from_numpy(np.ascontiguousarray(encoded).reshape(batch, len(starts), length, -1))
-        every_window = torch.ones(batch, len(starts), dtype=torch.bool)  # equal-length clips use every window
-        return overlap_add(encoded, every_window, torch.from_numpy(starts), self.weights, total).numpy()
+        overlap_add = OverlapAdd(self.plan, batch, total, encoded.shape[-1], like=encoded)
+        used = self.plan.used(lengths, starts)
+        for index, start in enumerate(starts.tolist()):
+            overlap_add.add(start, encoded[:, index], used[:, index])
+        return overlap_add.result().numpy()
 
 
-def _read_meta(folder: Path) -> dict:
+def _read_window_plan(folder: Path) -> WindowPlan:
+    """The window plan rebuilt from the parameters in ``folder/export.json``."""
     path = Path(folder) / "export.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {folder} is not a hear-embed export folder")
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())["acoustic_model_config"]
+    return WindowPlan(max_length=config["max_length"], overlap=config["overlap"])
+
 
 
 def load_onnx(folder: str | Path, int8: bool = False, threads: int = 0) -> ExportedEmbedder:
@@ -179,7 +168,7 @@ def load_onnx(folder: str | Path, int8: bool = False, threads: int = 0) -> Expor
     import onnxruntime
 
     folder = Path(folder)
-    meta = _read_meta(folder)
+    plan = _read_window_plan(folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -191,15 +180,13 @@ def load_onnx(folder: str | Path, int8: bool = False, threads: int = 0) -> Expor
         names = [item.name for item in sess.get_inputs()]
         return lambda *arrays: sess.run(None, dict(zip(names, arrays)))[0]
 
-    config = meta["acoustic_model_config"]
-    return ExportedEmbedder(session("frontend.onnx"), session("encoder.int8.onnx" if int8 else "encoder.onnx"),
-                            config["max_length"], config["overlap"])
+    return ExportedEmbedder(session("frontend.onnx"), session("encoder.int8.onnx" if int8 else "encoder.onnx"), plan)
 
 
 def load_programs(folder: str | Path) -> ExportedEmbedder:
     """ExportedEmbedder on the torch.export programs (``frontend.pt2``, ``encoder.pt2``)."""
     folder = Path(folder)
-    meta = _read_meta(folder)
+    plan = _read_window_plan(folder)
 
     def program(name: str):
         if not (folder / name).is_file():
@@ -211,8 +198,7 @@ def load_programs(folder: str | Path) -> ExportedEmbedder:
             return module(*(torch.from_numpy(np.asarray(a)) for a in arrays)).numpy()
         return call
 
-    config = meta["acoustic_model_config"]
-    return ExportedEmbedder(program("frontend.pt2"), program("encoder.pt2"), config["max_length"], config["overlap"])
+    return ExportedEmbedder(program("frontend.pt2"), program("encoder.pt2"), plan)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,6 +41,11 @@ def num_frames(num_samples: int | torch.Tensor, hop_length: int = 160):
     return num_samples // hop_length + 1
 
 
+def encoder_frame_count(num_samples: int | torch.Tensor, hop_length: int = 160):
+    """Encoder frames (20 ms: two spectrogram frames each, the conv's stride) of ``num_samples`` samples."""
+    return num_frames(num_samples, hop_length) // 2
+
+
 def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
     """(batch, channels, samples) or (batch, samples) -> (batch, samples): subtract each channel's mean, then average channels."""
     if waveform.dim() == 2:
@@ -145,4 +150,4 @@ class Frontend(nn.Module):
         return log_mel, self.normalize(self.log_power(power))
 
 
-__all__ = ["Frontend", "RunningStats", "mel_filterbank", "mono_without_dc", "num_frames"]
+__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "mel_filterbank", "mono_without_dc", "num_frames"]

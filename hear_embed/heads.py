@@ -1,34 +1,14 @@
-"""Modules around the Acoustic Model: the Acoustic Tokenizer and the fine-tuning stack
-(SpectrogramMixture -> TaskModel -> ClassificationDecoder), assembled in :class:`HEARClassifier`."""
+"""The fine-tuning stack around the Acoustic Model (SpectrogramMixture -> TaskModel -> ClassificationDecoder),
+assembled in :class:`HEARClassifier`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.config import (AcousticModelConfig, ClassificationDecoderConfig, FrontendConfig, TaskModelConfig,
-                               TokenizerConfig)
-from hear_embed.frontend import Frontend
-from hear_embed.layers import Encoder, length_mask
-
-
-class AcousticTokenizer(nn.Module):
-    """Encoder + linear: (batch, n_mels, frames) -> code logits (batch, frames // 2, num_codebooks). No sliding window."""
-
-    def __init__(self, config: TokenizerConfig = TokenizerConfig()):
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
-        self.linear = nn.Linear(config.hidden_size, config.num_codebooks)
-
-    def forward(self, log_mel: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if lengths is None:
-            lengths = torch.full((log_mel.shape[0],), log_mel.shape[-1], dtype=torch.long, device=log_mel.device)
-        if log_mel.shape[-1] // 2 > self.config.max_length:
-            raise ValueError(f"the tokenizer accepts at most {self.config.max_length} encoder frames "
-                             f"({2 * self.config.max_length} mel frames, 6 s); got {log_mel.shape[-1]} mel frames")
-        hidden, lengths = self.encoder(log_mel, lengths)
-        return self.linear(hidden), lengths
+from hear_embed.config import AcousticModelConfig, ClassificationDecoderConfig, FrontendConfig, TaskModelConfig
+from hear_embed.frontend import Frontend, num_frames
+from hear_embed.layers import full_lengths, length_mask
 
 
 class SpectrogramMixture(nn.Module):
@@ -114,10 +94,9 @@ class HEARClassifier(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """waveform (batch, samples) or (batch, channels, samples), lengths (batch,) valid samples -> (batch, num_classes)."""
-        if lengths is None:
-            lengths = torch.full((waveform.shape[0],), waveform.shape[-1], dtype=torch.long, device=waveform.device)
+        lengths = full_lengths(waveform) if lengths is None else lengths
         log_mel, power = self.frontend(waveform, with_power=True)
-        hidden, frame_lengths = self.acoustic_model(log_mel, lengths // self.frontend.config.hop_length + 1)
+        hidden, frame_lengths = self.acoustic_model(log_mel, num_frames(lengths, self.frontend.config.hop_length))
         hidden = self.spectrogram_mixture(hidden, power)
         hidden = self.task_model(hidden, frame_lengths)
         return self.decoder(hidden, frame_lengths)

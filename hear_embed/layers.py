@@ -13,6 +13,11 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def full_lengths(batch: torch.Tensor) -> torch.Tensor:
+    """(batch, ..., time) -> (batch,) int64 lengths saying every item is valid over its whole time axis."""
+    return torch.full((batch.shape[0],), batch.shape[-1], dtype=torch.long, device=batch.device)
+
+
 class FeatureExtractor(nn.Module):
     """Conv1d (kernel 2, stride 2) + ReLU: (batch, n_mels, frames) -> (batch, frames // 2, hidden)."""
 

@@ -24,7 +24,8 @@ from hear_embed.checkpoint import (CheckpointError, check_state_dict, describe_l
                                    infer_acoustic_config, infer_classifier_configs, infer_tokenizer_config,
                                    read_checkpoint, save_checkpoint, select_module)
 from hear_embed.config import AcousticModelConfig, TokenizerConfig, config_from_dict
-from hear_embed.heads import AcousticTokenizer, HEARClassifier
+from hear_embed.heads import HEARClassifier
+from hear_embed.tokenizer import AcousticTokenizer
 
 CACHE_ENV = "HEAR_EMBED_CACHE"
 TIMEOUT_S = 10.0  # per connect / read: fail fast when offline

@@ -1,5 +1,7 @@
-"""The Acoustic Model's sliding window: windows of ``max_length`` encoder frames every
-``max_length - overlap`` frames, encoded separately and overlap-added with raised-cosine ramps.
+"""The Acoustic Model's sliding window: one plan and one overlap-add, used by the model, long audio and the export.
+
+Windows of ``max_length`` encoder frames start every ``max_length - overlap`` frames; each is encoded on its
+own and the results are overlap-added with raised-cosine ramps, divided by the summed ramps.
 
 Per clip, a window is used only if it starts before the clip's valid length and, except the first, the
 clip reaches past the end of the previous window; this is what makes a clip's output independent of
@@ -8,39 +10,47 @@ the other clips in its batch (the reference's rule, reproduced exactly).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 
-def ramp_window(max_length: int, overlap: int) -> torch.Tensor:
-    """(max_length,) weights: 0.5 - 0.5 cos ramps over ``overlap`` frames at each end, clamped at 1e-3."""
-    weights = torch.ones(max_length)
-    if overlap > 0:
-        ramp = torch.clamp(0.5 - 0.5 * torch.cos(torch.pi * torch.linspace(0, 1, overlap)), min=1e-3)
-        weights[:overlap] = ramp
-        weights[-overlap:] = ramp.flip(0)
-    return weights
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows of a clip start, which ones a clip uses, their valid lengths and ramp weights."""
 
+    max_length: int  # encoder frames per window
+    overlap: int  # frames shared by consecutive windows
 
-def window_starts(total: int, max_length: int, overlap: int) -> torch.Tensor:
-    """(num_windows,) start frames of the windows that tile ``total`` frames (padding the end)."""
-    stride = max_length - overlap
-    count = max(0, math.ceil((total - max_length) / stride)) + 1
-    return torch.arange(count) * stride
+    @property
+    def stride(self) -> int:
+        return self.max_length - self.overlap
 
+    def weights(self) -> torch.Tensor:
+        """(max_length,) weights: 0.5 - 0.5 cos ramps over ``overlap`` frames at each end, clamped at 1e-3."""
+        weights = torch.ones(self.max_length)
+        if self.overlap > 0:
+            ramp = torch.clamp(0.5 - 0.5 * torch.cos(torch.pi * torch.linspace(0, 1, self.overlap)), min=1e-3)
+            weights[:self.overlap] = ramp
+            weights[-self.overlap:] = ramp.flip(0)
+        return weights
 
-def windows_used(lengths: torch.Tensor, starts: torch.Tensor, max_length: int, overlap: int) -> torch.Tensor:
-    """(batch, num_windows) bool: which windows each clip of valid length ``lengths`` (batch,) uses."""
-    starts = starts.to(lengths.device)
-    previous_end = starts - (max_length - overlap) + max_length
-    begins_inside = starts[None, :] < lengths[:, None]
-    needed = (starts == 0)[None, :] | (lengths[:, None] > previous_end[None, :])
-    return begins_inside & needed
+    def starts(self, total: int) -> torch.Tensor:
+        """(num_windows,) start frames of the windows that tile ``total`` frames (padding the end)."""
+        count = max(0, math.ceil((total - self.max_length) / self.stride)) + 1
+        return torch.arange(count) * self.stride
 
+    def used(self, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """(batch, num_windows) bool: which windows each clip of valid length ``lengths`` (batch,) uses."""
+        starts = starts.to(lengths.device)
+        previous_end = starts + self.overlap  # the end of the window before each one
+        begins_inside = starts[None, :] < lengths[:, None]
+        needed = (starts == 0)[None, :] | (lengths[:, None] > previous_end[None, :])
+        return begins_inside & needed
 
-def window_lengths(lengths: torch.Tensor, starts: torch.Tensor, max_length: int) -> torch.Tensor:
-    """(batch, num_windows) valid frames of each window."""
-    return torch.clamp(lengths[:, None] - starts.to(lengths.device)[None, :], min=0, max=max_length)
+    def window_lengths(self, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """(batch, num_windows) valid frames of each window of clips of valid length ``lengths`` (batch,)."""
+        return torch.clamp(lengths[:, None] - starts.to(lengths.device)[None, :], min=0, max=self.max_length)
 
 
 def cut_windows(hidden: torch.Tensor, starts: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -51,20 +61,26 @@ def cut_windows(hidden: torch.Tensor, starts: torch.Tensor, max_length: int) -> 
     return torch.stack([hidden[:, s: s + max_length] for s in starts.tolist()], dim=1)
 
 
-def overlap_add(windows: torch.Tensor, used: torch.Tensor, starts: torch.Tensor, weights: torch.Tensor,
-                total: int) -> torch.Tensor:
-    """Weighted overlap-add of encoded windows.
+class OverlapAdd:
+    """Accumulates ramp-weighted windows into (batch, total, hidden) and their weights into (batch, total, 1);
+    :meth:`result` divides one by the other."""
 
-    windows (batch, num_windows, max_length, hidden), used (batch, num_windows) -> (batch, total, hidden):
-    sum of weight * window over the used windows covering each frame, divided by the summed weights.
-    """
-    batch, _, max_length, hidden_size = windows.shape
-    padded_total = int(starts[-1]) + max_length
-    out = windows.new_zeros(batch, padded_total, hidden_size)
-    weight_sum = windows.new_zeros(batch, padded_total, 1)
-    weights = weights.to(windows)[None, :, None]
-    for index, start in enumerate(starts.tolist()):
-        on = used[:, index, None, None].to(windows.dtype)
-        out[:, start: start + max_length] += windows[:, index] * weights * on
-        weight_sum[:, start: start + max_length] += weights * on
-    return (out / weight_sum.clamp(min=torch.finfo(weight_sum.dtype).tiny))[:, :total]
+    def __init__(self, plan: WindowPlan, batch: int, total: int, hidden_size: int, like: torch.Tensor):
+        """``like``: a tensor whose dtype and device the output takes."""
+        self.total = total
+        self.weights = plan.weights().to(like)[:, None]  # (max_length, 1)
+        self.out = like.new_zeros(batch, total, hidden_size)
+        self.weight_sum = like.new_zeros(batch, total, 1)
+
+    def add(self, start: int, windows: torch.Tensor, used: torch.Tensor) -> None:
+        """Add windows (batch, max_length, hidden) starting at frame ``start``; ``used`` (batch,) bool says
+        which clips take this window. Frames past ``total`` are dropped."""
+        stop = min(start + len(self.weights), self.total)
+        weights = self.weights[: stop - start]
+        on = used[:, None, None].to(self.out.dtype)
+        self.out[:, start:stop] += windows[:, : stop - start].to(self.out.dtype) * weights * on
+        self.weight_sum[:, start:stop] += weights * on
+
+    def result(self) -> torch.Tensor:
+        """(batch, total, hidden): the weighted mean of the windows covering each frame."""
+        return self.out.div_(self.weight_sum.clamp(min=torch.finfo(self.weight_sum.dtype).tiny))  # fp16-safe

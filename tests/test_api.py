@@ -8,7 +8,7 @@ import torch
 
 from hear_embed import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_embed.api import SCENE_POOLINGS
-from hear_embed.streaming import windowed_hidden
+from hear_embed.long_audio import windowed_hidden
 
 SAMPLES_PER_FRAME = 320  # one encoder frame = 2 spectrogram hops of 160 samples
 

@@ -13,7 +13,8 @@ import torch
 from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import AcousticModelConfig, ClassificationDecoderConfig, TaskModelConfig, TokenizerConfig
 from hear_embed.frontend import Frontend
-from hear_embed.heads import AcousticTokenizer, HEARClassifier
+from hear_embed.heads import HEARClassifier
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.weights import load_acoustic_model, load_classifier, load_tokenizer
 
 CLIPS = range(6)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hear_embed.config import TokenizerConfig
-from hear_embed.heads import AcousticTokenizer
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.train import mam_stage, tokenizer_stage
 from hear_embed.weights import save_checkpoint
 from train_fixtures import REPO, mam_sections, tokenizer_sections, training_clips, write_config, write_manifest

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hear_embed.config import DecoderConfig, TokenizerConfig
-from hear_embed.heads import AcousticTokenizer
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.train import mam_stage, tokenizer_stage
 from hear_embed.train.decoder import Decoder, GumbelQuantizer
 from hear_embed.train.masking import frame_mask

@@ -15,7 +15,8 @@ from hear_embed.checkpoint import (PREPROCESSOR_BUFFERS, check_state_dict, infer
                                    infer_classifier_configs, infer_tokenizer_config, read_state_dict)
 from hear_embed.config import AcousticModelConfig, ClassificationDecoderConfig, TaskModelConfig, TokenizerConfig
 from hear_embed.frontend import Frontend
-from hear_embed.heads import AcousticTokenizer, HEARClassifier
+from hear_embed.heads import HEARClassifier
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.weights import CheckpointError, load_acoustic_model, load_classifier, load_tokenizer, save_checkpoint
 
 TOL = 1e-4

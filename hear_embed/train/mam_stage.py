@@ -19,7 +19,7 @@ from torch import nn
 from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import AcousticModelConfig, FrontendConfig, config_to_dict
 from hear_embed.frontend import Frontend
-from hear_embed.heads import AcousticTokenizer
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.train.config_file import read_sections
 from hear_embed.train.data import DataConfig
 from hear_embed.train.features import log_mel_batch

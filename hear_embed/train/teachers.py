@@ -15,15 +15,10 @@ import soxr
 import torch
 from torch import nn
 
-from hear_embed.frontend import num_frames as log_mel_frames
+from hear_embed.frontend import encoder_frame_count
 from hear_embed.layers import length_mask
 
 FRAME_MS = 20.0  # one encoder frame
-
-
-def encoder_frames(num_samples: int | torch.Tensor) -> int | torch.Tensor:
-    """Encoder frames (20 ms) of a clip of ``num_samples`` at 16 kHz: half the 10 ms log-mel frames."""
-    return log_mel_frames(num_samples) // 2
 
 
 def interpolate_to_frames(embeddings: torch.Tensor, timestamps_ms: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -65,7 +60,7 @@ class HearModuleTeacher(nn.Module):
             audio = torch.from_numpy(np.stack([soxr.resample(clip.numpy(), 16000, self.sample_rate) for clip in audio]))
         embeddings, timestamps = self.module.get_timestamp_embeddings(audio, self.model)
         features = interpolate_to_frames(torch.as_tensor(np.asarray(embeddings)), torch.as_tensor(np.asarray(timestamps)),
-                                         encoder_frames(waveform.shape[-1]))
+                                         encoder_frame_count(waveform.shape[-1]))
         return features.to(waveform.device)
 
 
@@ -240,8 +235,8 @@ class CrepeTeacher(nn.Module):
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """waveform (batch, samples) at 16 kHz, lengths (batch,) -> (batch, frames, features); frames past a
         clip's end are zeros (they are never compared)."""
-        frames = encoder_frames(waveform.shape[-1])
-        valid = length_mask(encoder_frames(lengths.to(waveform.device)), frames)
+        frames = encoder_frame_count(waveform.shape[-1])
+        valid = length_mask(encoder_frame_count(lengths.to(waveform.device)), frames)
         windows = crepe_windows(waveform, frames)[valid]
         features = torch.cat([self.embed(chunk) for chunk in windows.split(self.chunk_frames)])
         out = features.new_zeros(waveform.shape[0], frames, features.shape[-1])

@@ -18,7 +18,7 @@ from torch import nn
 
 from hear_embed.config import DecoderConfig, FrontendConfig, TokenizerConfig, config_to_dict
 from hear_embed.frontend import Frontend
-from hear_embed.heads import AcousticTokenizer
+from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.layers import length_mask
 from hear_embed.train.config_file import read_sections
 from hear_embed.train.data import DataConfig
