@@ -1,5 +1,5 @@
 """The bundled mini-suite: four small HEAR-format tasks built offline from the shipped FSDD subset
-(``eval/suites/fsdd``, takes 0-9 only) and seeded numpy synthesis.
+(``eval/suites/fsdd``, takes 0-9 only) and seeded synthesis (``hear_embed.train.synthesize``).
 
 | task | type | split mode | clips | labels | metrics |
 | --- | --- | --- | --- | --- | --- |
@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from hear_embed.train import synthesize
+from hear_embed.train.synthesize import coloured_noise, harmonic_tone, sweep
 
 SUITE_VERSION = "1"
 SAMPLE_RATE = 16000
@@ -70,37 +73,6 @@ def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
         return audio[start:start + samples]
     before = (samples - len(audio)) // 2
     return np.pad(audio, (before, samples - len(audio) - before))
-
-
-def harmonic_tone(rng: np.random.Generator, frequency: float, seconds: float) -> np.ndarray:
-    """A random-timbre harmonic tone: 1-10 harmonics with random decay, attack/release envelope."""
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    harmonics = int(rng.integers(1, 11))
-    tilt = rng.uniform(0.5, 2.0)
-    tone = np.zeros_like(t)
-    for k in range(1, harmonics + 1):
-        if k * frequency < SAMPLE_RATE / 2:
-            tone += rng.uniform(0.5, 1.0) / k**tilt * np.sin(2 * np.pi * k * frequency * t + rng.uniform(0, 2 * np.pi))
-    attack, release = rng.uniform(0.005, 0.05), rng.uniform(0.02, 0.2)
-    envelope = np.minimum(1.0, np.minimum(t / attack, (seconds - t) / release)) * np.exp(-t * rng.uniform(0, 3))
-    return (tone * envelope / max(np.abs(tone).max(), 1e-9)).astype(np.float32)
-
-
-def sweep(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """A linear frequency sweep between two random frequencies with short fades."""
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    f0, f1 = rng.uniform(300, 3000, size=2)
-    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
-    fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.01)
-    return (np.sin(phase) * fade).astype(np.float32)
-
-
-def pink_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
-    """Unit-peak noise with a 1/f power spectrum."""
-    spectrum = np.fft.rfft(rng.standard_normal(samples))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
-    noise = np.fft.irfft(spectrum, n=samples)
-    return (noise / np.abs(noise).max()).astype(np.float32)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
@@ -152,7 +124,7 @@ def build_fsdd_speakers(folder: Path, size: SuiteSize) -> None:
 def event_scene(rng: np.random.Generator, utterances: list[tuple[str, np.ndarray]], seconds: float = 2.0):
     """One clip: pink noise plus 1-2 non-overlapping events at random onsets; events in ms."""
     samples = int(seconds * SAMPLE_RATE)
-    audio = pink_noise(rng, samples) * rng.uniform(0.02, 0.08)
+    audio = coloured_noise(rng, samples) * rng.uniform(0.02, 0.08)
     events, cursor = [], int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)
     for _ in range(int(rng.integers(1, 3))):
         kind = ["digit", "digit", "beep", "sweep"][int(rng.integers(0, 4))]
@@ -195,7 +167,7 @@ def build_synth_pitch(folder: Path, size: SuiteSize) -> None:
             for i in range(count):
                 frequency = 440.0 * 2 ** ((pitch - 69 + rng.uniform(-0.2, 0.2)) / 12)
                 audio = harmonic_tone(rng, frequency, 1.0) * rng.uniform(0.3, 0.9)
-                audio += pink_noise(rng, len(audio)) * rng.uniform(0.0, 0.05)
+                audio += coloured_noise(rng, len(audio)) * rng.uniform(0.0, 0.05)
                 splits[split][f"{pitch}_{split}_{i:02d}.wav"] = (audio, [str(pitch)])
     metadata = {**scene_metadata("synth_pitch", "trainvaltest", ["pitch_acc", "chroma_acc"])}
     write_task(folder, metadata, [str(p) for p in PITCHES], splits)
@@ -206,8 +178,9 @@ BUILDERS = {"fsdd_digits": build_fsdd_digits, "fsdd_speakers": build_fsdd_speake
 
 
 def builder_hash() -> str:
-    """Short hash of this builder's code and the shipped FSDD file list: a changed builder never reuses an old build."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
+    """Short hash of this builder's code, the synthesiser's and the shipped FSDD file list: a changed builder never
+    reuses an old build."""
+    digest = hashlib.sha256(Path(__file__).read_bytes() + Path(synthesize.__file__).read_bytes())
     digest.update("\n".join(sorted(p.name for p in FSDD_DIR.glob("*.wav"))).encode())
     return digest.hexdigest()[:10]
 
