@@ -18,7 +18,9 @@ quantization of the encoder's weights), ``frontend.pt2``, ``encoder.pt2`` (``--t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -34,6 +36,43 @@ from hear_embed.windowing import OverlapAdd, WindowPlan
 
 OPSET = 18
 MIN_SAMPLES = 513  # the centered STFT reflects n_fft / 2 = 512 samples
+
+# What torch and onnxruntime print during an export that says nothing about this model: (category, message regex)
+# of Python warnings, and the start of log messages with the logger that emits them.
+HARMLESS_WARNINGS = (
+    (UserWarning, "No complete tensor found in the group"),  # torch.export.save; our weights are on the CPU
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # inside torch.onnx.export
+)
+HARMLESS_LOGS = {
+    "torch.onnx._internal.exporter._registration": "torchvision is not installed",  # we use no torchvision op
+    "root": "Please consider to run pre-processing before quantization",  # onnxruntime's advice for CNNs
+}
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextlib.contextmanager
+def quiet_harmless_warnings():
+    """Silence exactly :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOGS` inside the block."""
+    filters = [(logging.getLogger(None if name == "root" else name), _DropMessage(start))
+               for name, start in HARMLESS_LOGS.items()]
+    with warnings.catch_warnings():
+        for category, message in HARMLESS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        for logger, log_filter in filters:
+            logger.addFilter(log_filter)
+        try:
+            yield
+        finally:
+            for logger, log_filter in filters:
+                logger.removeFilter(log_filter)
 
 
 class WindowEncoder(nn.Module):
@@ -80,7 +119,9 @@ def quantize_torch_int8(acoustic_model: AcousticModel) -> AcousticModel:
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch.ao quantization is deprecated in favour of torchao, still works
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch.quantize_per_tensor, torch.quantize_per_channel",
+                                category=UserWarning)
         return quantize_dynamic(acoustic_model, {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
@@ -91,7 +132,12 @@ def export_model(acoustic_model: AcousticModel, out_dir: str | Path, onnx: bool 
         raise ValueError("--int8 quantizes the ONNX encoder: also pass --onnx")
     if not (onnx or torch_export):
         raise ValueError("nothing to export: pass --onnx and/or --torch-export")
-    out = Path(out_dir)
+    with quiet_harmless_warnings():
+        return _export(acoustic_model, Path(out_dir), onnx, torch_export, int8, source)
+
+
+def _export(acoustic_model: AcousticModel, out: Path, onnx: bool, torch_export: bool, int8: bool,
+            source: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     programs = _programs(acoustic_model.eval())
     written: dict[str, Path] = {}

@@ -6,6 +6,10 @@ samples to three windows, in batches, and compared with ``AcousticModel(Frontend
 """
 from __future__ import annotations
 
+import logging
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -31,13 +35,67 @@ def small_model(parity_dir, small_configs):
     return model.eval()
 
 
+class _LogRecords(logging.Handler):
+    """Keeps the messages of the records that reach the loggers it is added to."""
+
+    def __init__(self, logger_names):
+        super().__init__()
+        self.loggers = [logging.getLogger(None if name == "root" else name) for name in logger_names]
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        for logger in self.loggers:
+            logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        for logger in self.loggers:
+            logger.removeHandler(self)
+
+
 @pytest.fixture(scope="module")
-def export_dir(small_model, tmp_path_factory):
+def export_run(small_model, tmp_path_factory):
+    """The export folder, and every warning and log message printed while it was written."""
     out = tmp_path_factory.mktemp("export")
-    written = export.export_model(small_model, out, onnx=True, torch_export=True, int8=True, source="fixture")
+    with _LogRecords(export.HARMLESS_LOGS) as logs, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = export.export_model(small_model, out, onnx=True, torch_export=True, int8=True, source="fixture")
     assert sorted(written) == ["encoder.int8.onnx", "encoder.onnx", "encoder.pt2", "export.json", "frontend.onnx",
                                "frontend.pt2"]
-    return out
+    return out, [str(w.message) for w in caught] + logs.messages
+
+
+@pytest.fixture(scope="module")
+def export_dir(export_run):
+    return export_run[0]
+
+
+def _is_harmless(message: str) -> bool:
+    return (any(re.match(pattern, message) for _, pattern in export.HARMLESS_WARNINGS)
+            or any(message.startswith(start) for start in export.HARMLESS_LOGS.values()))
+
+
+def test_export_prints_none_of_the_known_harmless_warnings(export_run):
+    _, printed = export_run
+    assert [message for message in printed if _is_harmless(message)] == []
+
+
+def test_only_the_known_warnings_are_silenced():
+    logger_name, harmless_log = next(iter(export.HARMLESS_LOGS.items()))
+    with _LogRecords([logger_name]) as logs, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with export.quiet_harmless_warnings():
+            for category, pattern in export.HARMLESS_WARNINGS:
+                warnings.warn(pattern.replace("\\", ""), category)
+            warnings.warn("an unrelated warning", UserWarning)
+            logging.getLogger(logger_name).warning(harmless_log + ". Skipping torchvision::nms")
+            logging.getLogger(logger_name).warning("an unrelated log message")
+        logging.getLogger(logger_name).warning(harmless_log + " (after the block)")
+    assert [str(w.message) for w in caught] == ["an unrelated warning"]
+    assert logs.messages == ["an unrelated log message", harmless_log + " (after the block)"]
 
 
 def _audio(samples: int, batch: int = 2) -> np.ndarray:
