@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         onnx = torch_export = True
     model, info = load_acoustic_model(args.weights)
     written = export_model(model, args.out, onnx=onnx, torch_export=torch_export, int8=args.int8,
-                           source=str(getattr(info, "source", args.weights)))
+                           source=info.source)
     for name, path in written.items():
         print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

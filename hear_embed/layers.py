@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hear_embed.attention import RelativePositionSelfAttention
+from hear_embed.config import FrontendConfig
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -81,9 +82,9 @@ class ContextualEncoder(nn.Module):
 class Encoder(nn.Module):
     """Feature extractor + contextual encoder: (batch, n_mels, frames) -> (batch, frames // 2, hidden)."""
 
-    def __init__(self, config, n_mels: int = 128):
+    def __init__(self, config):
         super().__init__()
-        self.feature_extractor = FeatureExtractor(n_mels, config.hidden_size)
+        self.feature_extractor = FeatureExtractor(FrontendConfig.n_mels, config.hidden_size)
         self.contextual_encoder = ContextualEncoder(
             config.hidden_size, config.intermediate_size, config.num_attention_heads,
             config.num_transformer_layers, config.dropout_probability, config.max_length,
