@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from hear_embed import export
-from hear_embed.acoustic_model import AcousticModel
 from hear_embed.cli import main as cli_main
-from hear_embed.config import AcousticModelConfig
 from hear_embed.frontend import Frontend
+from hear_embed.weights import load_acoustic_model
 
 # samples: 600 (2 encoder frames), 1 s, exactly one window (300 frames), one frame over (2 windows), 3 windows
 LENGTHS = [600, 16000, 96000, 96320, 212800]
@@ -29,10 +28,8 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
 
 
 @pytest.fixture(scope="module")
-def small_model(parity_dir, small_configs):
-    model = AcousticModel(AcousticModelConfig(**small_configs["AcousticModelConfig"]))
-    model.load_state_dict(torch.load(parity_dir / "acoustic_model_small.pth", weights_only=True), strict=True)
-    return model.eval()
+def small_model(parity_dir):
+    return load_acoustic_model(parity_dir / "acoustic_model_small.pth")[0]
 
 
 class _LogRecords(logging.Handler):

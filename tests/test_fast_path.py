@@ -6,14 +6,12 @@ fixtures: test_parity.py.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from hear_embed import attention
-from hear_embed.acoustic_model import AcousticModel
 from hear_embed.attention import RelativePositionSelfAttention, set_attention_path, skew, unskew
-from hear_embed.config import AcousticModelConfig
+from hear_embed.weights import load_acoustic_model
 
 MAX_LENGTH = 12  # small tables so every length 1..max_length is cheap
 PATHS = ("plain", "fast")
@@ -123,10 +121,8 @@ def _eval_output(module, hidden, key_mask):
 
 
 @pytest.fixture(scope="module")
-def small_model(parity_dir, small_configs):
-    model = AcousticModel(AcousticModelConfig(**small_configs["AcousticModelConfig"]))
-    model.load_state_dict(torch.load(parity_dir / "acoustic_model_small.pth", weights_only=True), strict=True)
-    return model.eval()
+def small_model(parity_dir):
+    return load_acoustic_model(parity_dir / "acoustic_model_small.pth")[0]
 
 
 @pytest.mark.parametrize("frames", [[40, 17], [601, 601], [1331, 700, 2]])
@@ -150,14 +146,11 @@ LOW_PRECISION_TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode", ["autocast", "cast"])
 @torch.no_grad()
-def test_low_precision_inference_agrees(parity_dir, small_configs, path, dtype, mode):
+def test_low_precision_inference_agrees(parity_dir, path, dtype, mode):
     """bf16/fp16 inference (what a GPU runs) works and stays close to fp32, checked here on CPU."""
     if mode == "autocast" and dtype == torch.float16:
         pytest.skip("CPU autocast is bf16; fp16 autocast is a GPU feature")
-    config = AcousticModelConfig(**small_configs["AcousticModelConfig"])
-    model = AcousticModel(config)
-    model.load_state_dict(torch.load(parity_dir / "acoustic_model_small.pth", weights_only=True), strict=True)
-    model = set_attention_path(model.eval(), path)
+    model = set_attention_path(load_acoustic_model(parity_dir / "acoustic_model_small.pth")[0], path)  # a fresh copy
     torch.manual_seed(2)
     log_mel = torch.randn(2, 128, 1331)
     lengths = torch.tensor([1331, 700])
