@@ -49,19 +49,11 @@ HARMLESS_LOGS = {
 }
 
 
-class _DropMessage(logging.Filter):
-    def __init__(self, start: str):
-        super().__init__()
-        self.start = start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.start)
-
-
 @contextlib.contextmanager
 def quiet_harmless_warnings():
     """Silence exactly :data:`HARMLESS_WARNINGS` and :data:`HARMLESS_LOGS` inside the block."""
-    filters = [(logging.getLogger(None if name == "root" else name), _DropMessage(start))
+    filters = [(logging.getLogger(None if name == "root" else name),
+                lambda record, start=start: not record.getMessage().startswith(start))
                for name, start in HARMLESS_LOGS.items()]
     with warnings.catch_warnings():
         for category, message in HARMLESS_WARNINGS:
@@ -206,7 +198,6 @@ def _read_window_plan(folder: Path) -> WindowPlan:
         raise FileNotFoundError(f"{path} not found: {folder} is not a hear-embed export folder")
     config = json.loads(path.read_text())["acoustic_model_config"]
     return WindowPlan(max_length=config["max_length"], overlap=config["overlap"])
-
 
 
 def load_onnx(folder: str | Path, int8: bool = False, threads: int = 0) -> ExportedEmbedder:
