@@ -69,7 +69,8 @@ def test_ten_minutes_streamed_equals_plain_in_bounded_memory(parity_dir, tmp_pat
     shorter = measure(checkpoint, 5, "streamed", tmp_path / "shorter.pt")
     plain = measure(checkpoint, 10, "plain", tmp_path / "plain.pt")
 
-    hidden, expected = torch.load(tmp_path / "streamed.pt"), torch.load(tmp_path / "plain.pt")
+    hidden = torch.load(tmp_path / "streamed.pt", weights_only=True)
+    expected = torch.load(tmp_path / "plain.pt", weights_only=True)
     assert hidden.shape == expected.shape == (30_000, 64)
     np.testing.assert_allclose(hidden.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
