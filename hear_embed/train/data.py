@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hear_embed.audio_io import AUDIO_EXTENSIONS, AudioReadError, read_audio
+from hear_embed.train.seeds import mixed_seed
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,6 @@ def list_audio_files(config: DataConfig) -> list[Path]:
     if not kept:
         raise ValueError(f"no audio files found in {list(config.sources)} (after excluding {list(config.exclude_patterns)})")
     return kept
-
-
-def _sample_seed(seed: int, position: int) -> int:
-    """A well-mixed 63-bit seed for global sample ``position`` of a run with ``seed``."""
-    return int(np.random.SeedSequence([seed, position]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class CroppedAudio(Dataset):
@@ -119,7 +115,7 @@ class StepSampler(Sampler):
 
     def items(self, step: int, micro: int) -> list[tuple[int, int]]:
         first = step * self.global_batch + (micro * self.world_size + self.rank) * self.micro_batch
-        return [(self._file_at(p), _sample_seed(self.seed, p)) for p in range(first, first + self.micro_batch)]
+        return [(self._file_at(p), mixed_seed(self.seed, p)) for p in range(first, first + self.micro_batch)]
 
     def __iter__(self):
         step = self.start_step
