@@ -125,17 +125,20 @@ class StepSampler(Sampler):
             step += 1
 
 
+def pad_clips(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of any lengths -> zero-padded (batch, longest) float32 waveform and (batch,) lengths."""
+    waveform = torch.zeros(len(clips), max((len(clip) for clip in clips), default=0))
+    for row, clip in enumerate(clips):
+        waveform[row, : len(clip)] = torch.from_numpy(np.ascontiguousarray(clip))
+    return waveform, torch.tensor([len(clip) for clip in clips], dtype=torch.long)
+
+
 def collate(items: list[tuple[np.ndarray, int] | str]) -> dict:
     """Pad crops to the longest: {"waveform": (batch, samples), "lengths": (batch,), "seeds": (batch,) per-sample
     seeds for any randomness that must not depend on batch layout, "skipped": [unreadable files]}."""
-    audio = [item[0] for item in items if not isinstance(item, str)]
+    waveform, lengths = pad_clips([item[0] for item in items if not isinstance(item, str)])
     seeds = [item[1] for item in items if not isinstance(item, str)]
     skipped = [item for item in items if isinstance(item, str)]
-    longest = max((len(a) for a in audio), default=0)
-    waveform = torch.zeros(len(audio), longest)
-    for row, clip in enumerate(audio):
-        waveform[row, : len(clip)] = torch.from_numpy(np.ascontiguousarray(clip))
-    lengths = torch.tensor([len(a) for a in audio], dtype=torch.long)
     return {"waveform": waveform, "lengths": lengths, "seeds": torch.tensor(seeds, dtype=torch.long),
             "skipped": skipped}
 
