@@ -2,7 +2,6 @@
 invalid config files and non-finite losses each stop with a message naming the file, field or step (issue 14)."""
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path

@@ -157,6 +157,8 @@ def finetune(classifier: HEARClassifier, audio: list[np.ndarray], labels: np.nda
     targets = torch.as_tensor(labels, dtype=torch.long)
 
     def batches(start_step: int, rank: int, world_size: int) -> Iterator[dict]:
+        if world_size > 1:
+            raise TrainingError(f"fine-tuning runs in one process; rank {rank} of {world_size} under torchrun")
         for rows in batch_rows(len(audio), config.micro_batch, config.seed, start_step):
             waveform, lengths = pad_clips([audio[row] for row in rows])
             yield {"waveform": waveform, "lengths": lengths, "labels": targets[rows]}
