@@ -7,6 +7,11 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -22,7 +27,7 @@ from hear_embed.config import AcousticModelConfig
 from hear_embed.train import finetune_stage
 from hear_embed.train.seeds import mixed_seed
 from hear_embed.weights import load_acoustic_model, save_checkpoint
-from train_fixtures import training_clips
+from train_fixtures import REPO, training_clips
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +191,34 @@ def assert_same(value, expected, where: str = "") -> None:
         assert torch.equal(value, expected), where
     else:
         assert value == expected, where
+
+
+def test_killed_finetuning_resumes_exactly(tmp_path, small_weights):
+    """SIGKILL ``python -m eval finetune`` after its checkpoint at step 4 or later (of 24); rerunning the same
+    command finishes with the scores and weights of an uninterrupted run."""
+    tasks = clip_task(tmp_path / "tasks" / "parity", "trainvaltest").parent
+    config = json.loads(finetune_stage.DEFAULT_CONFIG.read_text())
+    config["train"].update(checkpoint_every=2, log_every=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    extra = {"config": tmp_path / "cfg.json", "epochs": 8}  # 12 training clips in batches of 4: 24 steps
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "eval", "finetune", "--tasks-dir", str(tasks), "--out", str(killed),
+               "--weights", str(small_weights), "--config", str(tmp_path / "cfg.json"), "--epochs", "8",
+               "--batch-size", "4", "--threads", "1", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "checkpoints" / "parity" / "test" / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 1 + 5:  # step 5 logged: checkpoint 4 written
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    checkpoint = "checkpoints/parity/test/checkpoint.pt"
+    assert 4 <= torch.load(killed / checkpoint, weights_only=True)["step"] < 24 and not (killed / "scores.csv").exists()
+    assert finetune.run(arguments(tasks, killed, small_weights, **extra)) == 0
+    assert finetune.run(arguments(tasks, tmp_path / "whole", small_weights, **extra)) == 0
+    resumed, whole = (pd.read_csv(folder / "scores.csv") for folder in (killed, tmp_path / "whole"))
+    assert resumed[["score", "validation_score", "all_scores"]].equals(whole[["score", "validation_score", "all_scores"]])
+    assert_same(torch.load(killed / checkpoint, weights_only=True)["model"],
+                torch.load(tmp_path / "whole" / checkpoint, weights_only=True)["model"])
