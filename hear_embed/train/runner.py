@@ -126,11 +126,11 @@ def _run_config(data: DataConfig | BatchSource, config: TrainConfig) -> dict:
 
 
 def _resume(folder: Path, device: torch.device, run_config: str, stage: nn.Module, optimizer, scheduler,
-            scaler) -> tuple[int, bool]:
-    """Load the newest usable checkpoint into the training objects; (step, whether checkpoint.pt was usable)."""
+            scaler) -> tuple[int, Path | None]:
+    """Load the newest usable checkpoint into the training objects; (its step, its path), (0, None) if none."""
     found = checkpoints.load_latest(folder, device)
     if found is None:
-        return 0, True
+        return 0, None
     state, path = found
     changes = checkpoints.config_changes(state["config"], run_config)
     if changes:
@@ -144,7 +144,7 @@ def _resume(folder: Path, device: torch.device, run_config: str, stage: nn.Modul
         checkpoints.set_rng_state(state["rng"])
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
         raise TrainingError(f"training checkpoint {path} does not fit this model ({error})") from error
-    return int(state["step"]), path.name == checkpoints.CURRENT
+    return int(state["step"]), path
 
 
 def train(stage: nn.Module, data: DataConfig | BatchSource, config: TrainConfig, out_dir: str | Path,
@@ -176,8 +176,9 @@ def train(stage: nn.Module, data: DataConfig | BatchSource, config: TrainConfig,
     scaler = torch.amp.GradScaler("cuda", enabled=use_autocast and config.precision == "fp16")
 
     run_config = checkpoints.config_json(run_config if run_config is not None else _run_config(data, config))
-    step, current_usable = _resume(out_dir, device, run_config, stage, optimizer, scheduler, scaler)
-    last_checkpoint = f"step {step}" if step else None
+    step, resumed_from = _resume(out_dir, device, run_config, stage, optimizer, scheduler, scaler)
+    current_usable = resumed_from is None or resumed_from.name == checkpoints.CURRENT  # else: do not rotate it
+    last_checkpoint = f"{resumed_from}, step {step}" if resumed_from else None
 
     model = nn.parallel.DistributedDataParallel(stage) if world_size > 1 else stage
     if isinstance(data, DataConfig):
