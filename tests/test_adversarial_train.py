@@ -85,7 +85,7 @@ def test_checkpoint_pickle_that_runs_code_is_refused(tmp_path, manifest):
     out = tmp_path / "out"
     out.mkdir()
     torch.save({"model": RunsShell(marker), "step": 1}, out / checkpoints.CURRENT)
-    with pytest.raises(TrainingError, match=r"checkpoint\.pt cannot be read") as error:
+    with pytest.raises(TrainingError, match=r"checkpoint\.pt cannot be read .*other than tensors") as error:
         tokenizer_stage.run(config_file(tmp_path, manifest), out)
     assert str(out / checkpoints.CURRENT) in str(error.value)
     assert not marker.exists()
@@ -105,6 +105,10 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 @pytest.mark.parametrize("how", ["truncated", "empty", "random bytes", "not a checkpoint dict", "missing"])
 def test_damaged_checkpoint_falls_back_to_the_previous_one(stopped_run, manifest, uninterrupted, how):
     damage(stopped_run / checkpoints.CURRENT, how)
+    if how != "missing":
+        with pytest.raises(TrainingError, match=r"checkpoint\.pt (cannot be read|lacks|holds)") as error:
+            checkpoints.read(stopped_run / checkpoints.CURRENT)
+        assert "other than tensors" not in str(error.value)  # damage is not reported as tampering
     with pytest.warns(UserWarning, match=r"checkpoint\.pt.*resuming from the previous checkpoint .*checkpoint\.prev\.pt \(step 2\)"):
         result = tokenizer_stage.run(config_file(stopped_run.parent, manifest), stopped_run)
     assert result["finished"] and result["step"] == STEPS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import warnings
 from pathlib import Path
@@ -78,6 +79,17 @@ def save(folder: Path, state: dict, *, keep_current: bool = True) -> Path:
     return current
 
 
+def _load_problem(error: Exception) -> str:
+    """A one-line reason for a failed ``torch.load(weights_only=True)`` (torch's own message is a page long)."""
+    text = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError) and "global" in text.lower():
+        return ("it holds objects other than tensors, numbers, strings, lists and dicts: a tampered file, or one "
+                "written before training checkpoints became plain data, which cannot be resumed")
+    if "WeightsUnpickler error:" in text:  # e.g. random bytes: "Unsupported operand 95"
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else 'no data'}"
+
+
 def read(path: Path, device: torch.device | str = "cpu") -> dict:
     """One checkpoint file, loaded with ``weights_only=True``; any problem is a :class:`TrainingError` naming it."""
     if not path.is_file():
@@ -85,8 +97,7 @@ def read(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated, empty, random bytes, a pickle that would import or call something
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrainingError(f"training checkpoint {path} cannot be read ({type(error).__name__}: {reason[:300]})") from error
+        raise TrainingError(f"training checkpoint {path} cannot be read ({_load_problem(error)})") from error
     if not isinstance(state, dict):
         raise TrainingError(f"training checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
     missing = [key for key in REQUIRED_KEYS if key not in state]
