@@ -1,33 +1,35 @@
-"""The paper's fine-tuning protocol: a pretrained Acoustic Model + SpectrogramMixture + TaskModel +
-classification head (``HEARClassifier``) trained end to end with cross-entropy on a labelled scene task.
+"""The paper's fine-tuning protocol on HEAR task folders: task splits, scoring and score rows.
 
-Per split arrangement (heareval's: trainvaltest, or k-fold with test fold i and validation fold i + 1), the
-model is trained for ``--epochs`` epochs; the epoch with the best validation score is tested. Scores go to
-``OUT/scores.csv`` with the columns of ``python -m eval run`` and ``protocol`` = "finetune".
+The model, loss and training loop are stage 3 of the training pipeline (``hear_embed.train.finetune_stage``,
+config ``hear_embed/train/configs/finetune.json``). Per split arrangement (heareval's: trainvaltest, or k-fold
+with test fold i and validation fold i + 1) the classifier is fine-tuned in ``OUT/checkpoints/TASK/TEST_SPLIT``
+(rerun the same command to resume a stopped run exactly); the epoch with the best validation score is tested.
+Scores go to ``OUT/scores.csv`` with the columns of ``python -m eval run`` and ``protocol`` = "finetune".
 Clips are at most 30 s (the TaskModel's position table); longer clips are an error unless ``--crop-long``
 keeps their first 30 s.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
-import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from eval.probe import split_arrangements
 from eval.report import write_scores_csv
 from eval.score import maximize, scene_score
 from eval.tasks import Task, find_tasks, validate_task
+from hear_embed.atomic_files import write_json_atomically
 from hear_embed.audio_io import read_audio
-from hear_embed.config import ClassificationDecoderConfig, TaskModelConfig
-from hear_embed.heads import HEARClassifier
+from hear_embed.train import finetune_stage
+from hear_embed.train.checkpoints import TrainingError
+from hear_embed.train.config_file import ConfigError
 from hear_embed.weights import load_acoustic_model
 
 SAMPLE_RATE = 16000
@@ -39,18 +41,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="only these tasks (folder or task name)")
     parser.add_argument("--weights", default="tiny", help="Acoustic Model weights: 'authors', 'tiny', 'random' or a "
                         "checkpoint file (anything hear_embed.weights.load_acoustic_model reads); default tiny")
-    parser.add_argument("--out", type=Path, required=True, help="folder for scores.csv and per-task JSON")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of the Acoustic Model")
-    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the mixture, TaskModel and head")
+    parser.add_argument("--out", type=Path, required=True, help="folder for scores.csv, per-task JSON and checkpoints")
+    parser.add_argument("--config", type=Path, default=finetune_stage.DEFAULT_CONFIG,
+                        help="fine-tuning config (default: hear_embed/train/configs/finetune.json); the flags below override it")
+    parser.add_argument("--epochs", type=int, default=None, help="finetune.epochs (default 10)")
+    parser.add_argument("--batch-size", type=int, default=None, help="train.micro_batch (default 16)")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate of the Acoustic Model (default 1e-4)")
+    parser.add_argument("--head-lr", type=float, default=None,
+                        help="learning rate of the mixture, TaskModel and head (default 1e-3)")
     parser.add_argument("--max-folds", type=int, default=0, help="evaluate only the first N arrangements (0: all)")
     parser.add_argument("--crop-long", action="store_true", help="keep the first 30 s of longer clips instead of failing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=None, help="train.seed; arrangement i uses seed * 1000 + i")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (train.num_threads; 0: torch's default)")
     parser.add_argument("--label", default=None, help="model name in tables (default: hear_embed[WEIGHTS] finetune)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def read_sections(args) -> dict:
+    """The config file's sections with the command line's overrides."""
+    sections = finetune_stage.read_config(args.config)
+    train = {key: value for key, value in {"micro_batch": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
+                                            "num_threads": args.threads}.items() if value is not None}
+    options = {key: value for key, value in {"epochs": args.epochs, "head_learning_rate": args.head_lr}.items()
+               if value is not None}
+    return {"train": dataclasses.replace(sections["train"], **train),
+            "finetune": dataclasses.replace(sections["finetune"], **options)}
 
 
 def load_split(task: Task, split: str, crop_long: bool) -> tuple[list[np.ndarray], np.ndarray]:
@@ -72,79 +87,39 @@ def load_split(task: Task, split: str, crop_long: bool) -> tuple[list[np.ndarray
     return audio, np.stack(targets)
 
 
-def pad_batch(clips: list[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(c) for c in clips])
-    waveform = torch.zeros(len(clips), int(lengths.max()))
-    for row, clip in enumerate(clips):
-        waveform[row, : len(clip)] = torch.from_numpy(clip)
-    return waveform.to(device), lengths.to(device)
-
-
-def build_classifier(weights: str, num_classes: int) -> HEARClassifier:
-    """HEARClassifier sized after the pretrained Acoustic Model (TaskModel width = its hidden size)."""
-    acoustic, _ = load_acoustic_model(weights)
-    hidden = acoustic.config.hidden_size
-    task = TaskModelConfig(hidden_size=hidden, intermediate_size=4 * hidden,
-                           num_attention_heads=acoustic.config.num_attention_heads)
-    classifier = HEARClassifier(acoustic.config, task, ClassificationDecoderConfig(num_classes=num_classes, hidden_size=hidden))
-    classifier.acoustic_model.load_state_dict(acoustic.state_dict())
-    return classifier
-
-
-@torch.no_grad()
-def predict(model: HEARClassifier, audio: list[np.ndarray], batch_size: int, device: str) -> np.ndarray:
-    model.eval()
-    probabilities = []
-    for start in range(0, len(audio), batch_size):
-        waveform, lengths = pad_batch(audio[start: start + batch_size], device)
-        probabilities.append(torch.softmax(model(waveform, lengths), dim=-1).cpu().numpy())
-    return np.concatenate(probabilities)
-
-
-def finetune_arrangement(task: Task, data: dict, arrangement: dict, args, seed: int) -> dict:
-    """Train on the arrangement's train splits, pick the best epoch on validation, score the test split."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+def finetune_arrangement(task: Task, data: dict, arrangement: dict, args, sections: dict, seed: int) -> dict | None:
+    """Fine-tune on the arrangement's train splits, pick the best epoch on validation, score the test split;
+    None when the run stopped early (wall-time or step budget of the config)."""
     train_audio = [clip for split in arrangement["train"] for clip in data[split][0]]
     train_targets = np.concatenate([data[split][1] for split in arrangement["train"]])
     valid_audio, valid_targets = data[arrangement["valid"][0]]
     test_audio, test_targets = data[arrangement["test"][0]]
-    model = build_classifier(args.weights, len(task.label_vocab))
-    model.to(args.device)
-    backbone = list(model.acoustic_model.parameters())
-    heads = [p for name, p in model.named_parameters() if not name.startswith("acoustic_model.")]
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": args.lr}, {"params": heads, "lr": args.head_lr}])
-    steps_per_epoch = math.ceil(len(train_audio) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / (args.epochs * steps_per_epoch)))))
+    batch_size = sections["train"].micro_batch
     metric = task.primary_metric
-    best = {"score": -math.inf if maximize(metric) else math.inf, "epoch": -1, "state": None}
-    labels = torch.from_numpy(train_targets.argmax(axis=1))
-    for epoch in range(args.epochs):
-        model.train()
-        order = rng.permutation(len(train_audio))
-        for start in range(0, len(order), args.batch_size):
-            rows = order[start: start + args.batch_size]
-            if len(rows) < 2:  # BatchNorm in the head needs two clips
-                continue
-            waveform, lengths = pad_batch([train_audio[i] for i in rows], args.device)
-            loss = nn.functional.cross_entropy(model(waveform, lengths), labels[rows].to(args.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        score = scene_score(metric, predict(model, valid_audio, args.batch_size, args.device), valid_targets)[metric]
-        if (score > best["score"]) if maximize(metric) else (score < best["score"]):
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-    model.load_state_dict(best["state"])
-    test_probs = predict(model, test_audio, args.batch_size, args.device)
+
+    def validate(classifier) -> float:
+        return scene_score(metric, finetune_stage.predict(classifier, valid_audio, batch_size), valid_targets)[metric]
+
+    torch.manual_seed(seed)  # initializes the mixture, TaskModel and head
+    acoustic, _ = load_acoustic_model(args.weights)
+    classifier = finetune_stage.build_classifier(acoustic, len(task.label_vocab))
+    sections = {**sections, "train": dataclasses.replace(sections["train"], seed=seed)}
+    test_split = arrangement["test"][0]
+    result = finetune_stage.finetune(
+        classifier, train_audio, train_targets.argmax(axis=1), sections, validate,
+        args.out / "checkpoints" / task.path.name / test_split, maximize=maximize(metric),
+        describe={"task": task.name, "weights": str(args.weights), "arrangement": arrangement})
+    if not result["finished"]:
+        return None
+    test_probs = finetune_stage.predict(classifier, test_audio, batch_size)
     scores = {}
     for name in task.evaluation:
         scores.update(scene_score(name, test_probs, test_targets))
-    return {"scores": scores, "validation_score": best["score"], "best_epoch": best["epoch"]}
+    return {"scores": scores, "validation_score": result["validation_score"], "best_epoch": result["best_epoch"]}
 
 
-def finetune_task(task: Task, args) -> dict:
+def finetune_task(task: Task, args, sections: dict) -> dict | None:
+    """Scores of every arrangement and their mean; None when a run stopped early."""
     if task.embedding_type != "scene" or task.prediction_type != "multiclass":
         raise ValueError(f"task {task.name} is {task.embedding_type}/{task.prediction_type}: fine-tuning supports "
                          "scene/multiclass tasks only")
@@ -153,7 +128,10 @@ def finetune_task(task: Task, args) -> dict:
     data = {split: load_split(task, split, args.crop_long) for split in needed}
     fold_scores, details = {}, {}
     for index, arrangement in enumerate(tqdm(arrangements, desc=f"{task.name} finetune", disable=args.no_progress)):
-        result = finetune_arrangement(task, data, arrangement, args, seed=args.seed * 1000 + index)
+        result = finetune_arrangement(task, data, arrangement, args, sections,
+                                      seed=sections["train"].seed * 1000 + index)
+        if result is None:
+            return None
         fold_scores[arrangement["test"][0]] = result["scores"]
         details[arrangement["test"][0]] = {"validation_score": result["validation_score"], "best_epoch": result["best_epoch"]}
     values = [scores[task.primary_metric] for scores in fold_scores.values()]
@@ -163,8 +141,11 @@ def finetune_task(task: Task, args) -> dict:
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        sections = read_sections(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     folders = find_tasks(args.tasks_dir, args.tasks)
     tasks = [validate_task(folder, SAMPLE_RATE) for folder in folders]
     eligible = [t for t in tasks if t.embedding_type == "scene" and t.prediction_type == "multiclass"]
@@ -177,16 +158,24 @@ def run(args) -> int:
     rows = []
     for task in eligible:
         start = time.perf_counter()
-        result = finetune_task(task, args)
+        try:
+            result = finetune_task(task, args, sections)
+        except TrainingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if result is None:
+            print(f"{task.name}: stopped before the end (train.max_wall_seconds or train.stop_after_steps); "
+                  "rerun the same command to resume", file=sys.stderr)
+            return 1
         seconds = time.perf_counter() - start
-        (args.out / "tasks").mkdir(parents=True, exist_ok=True)
-        (args.out / "tasks" / f"{task.path.name}.json").write_text(json.dumps(result, indent=1))
-        rows.append({"model": "hear_embed", "weights": args.weights, "options": json.dumps(
-            {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr}, sort_keys=True),
+        write_json_atomically(args.out / "tasks" / f"{task.path.name}.json", result)
+        options = {"epochs": sections["finetune"].epochs, "batch_size": sections["train"].micro_batch,
+                   "lr": sections["train"].learning_rate, "head_lr": sections["finetune"].head_learning_rate}
+        rows.append({"model": "hear_embed", "weights": args.weights, "options": json.dumps(options, sort_keys=True),
             "label": label, "task": task.name, "metric": task.primary_metric, "score": result["mean"], "std": result["std"],
             "split": "test" if list(result["fold_scores"]) == ["test"] else "mean over test folds",
             "n_folds": len(result["fold_scores"]), "validation_score": result["validation_score"], "protocol": "finetune",
-            "grid": "", "seed": args.seed, "embed_seconds": 0.0, "probe_seconds": round(seconds, 2),
+            "grid": "", "seed": sections["train"].seed, "embed_seconds": 0.0, "probe_seconds": round(seconds, 2),
             "all_scores": json.dumps(result["fold_scores"], sort_keys=True)})
         print(f"{label}\t{task.name}\t{task.primary_metric}\t{result['mean']:.4f} ± {result['std']:.4f}")
     write_scores_csv(args.out / "scores.csv", rows)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hear_embed.train import mam_stage, tokenizer_stage
+from hear_embed.train import finetune_stage, mam_stage, tokenizer_stage
 from hear_embed.config import config_to_dict
 from hear_embed.train.config_file import read_sections
 from hear_embed.weights import load_acoustic_model, load_tokenizer
@@ -42,3 +42,10 @@ def test_bundled_tiny_checkpoint_was_trained_with_the_shipped_configs():
     assert model_info.meta["steps"] == mam_sections["train"].steps
     assert model_info.meta["mask"] == config_to_dict(mam_sections["mask"])
     assert model_info.meta["data_sources"] == list(mam_sections["data"].sources)
+
+
+def test_finetune_config_parses_to_the_protocol_defaults():
+    sections = finetune_stage.read_config()  # configs/finetune.json
+    train, options = sections["train"], sections["finetune"]
+    assert (train.micro_batch, train.learning_rate, options.head_learning_rate, options.epochs) == (16, 1e-4, 1e-3, 10)
+    assert (train.warmup_steps, train.grad_clip, train.precision, train.accumulation) == (0, 0.0, "fp32", 1)

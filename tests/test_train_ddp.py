@@ -48,8 +48,8 @@ def test_two_process_ddp_matches_single_process(tmp_path, stage):
         module.run(single, tmp_path / "one", tokenizer)
     else:
         module.run(single, tmp_path / "one")
-    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["model"]
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    two = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["model"]
     for key, value in one.items():
         if key.endswith("linear_k.bias"):
             # a key bias shifts every score of a query row equally, so its true gradient is 0 and what Adam

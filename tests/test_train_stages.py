@@ -51,7 +51,7 @@ def run_stage(stage: str, folder, manifest, tokenizer=None, **train):
 
 
 def model_state(folder) -> dict:
-    return torch.load(folder / "out" / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(folder / "out" / "checkpoint.pt", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "mam"])
@@ -100,13 +100,13 @@ def test_killed_process_resumes_exactly(tmp_path, manifest):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert state["step"] % 4 == 0 and 4 <= state["step"] < 24
     assert tokenizer_stage.run(config, tmp_path / "killed")["finished"]  # the same run, resumed in this process
     uninterrupted = tmp_path / "whole"
     uninterrupted.mkdir()
     run_stage("tokenizer", uninterrupted, manifest, steps=24, checkpoint_every=4)
-    killed = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
+    killed = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["model"]
     for key, value in model_state(uninterrupted).items():
         assert torch.equal(value, killed[key]), key
     assert len(log.read_text().splitlines()) == 1 + 24

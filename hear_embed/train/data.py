@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hear_embed.audio_io import AUDIO_EXTENSIONS, AudioReadError, read_audio
+from hear_embed.train.seeds import mixed_seed
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,6 @@ def list_audio_files(config: DataConfig) -> list[Path]:
     if not kept:
         raise ValueError(f"no audio files found in {list(config.sources)} (after excluding {list(config.exclude_patterns)})")
     return kept
-
-
-def _sample_seed(seed: int, position: int) -> int:
-    """A well-mixed 63-bit seed for global sample ``position`` of a run with ``seed``."""
-    return int(np.random.SeedSequence([seed, position]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class CroppedAudio(Dataset):
@@ -119,7 +115,7 @@ class StepSampler(Sampler):
 
     def items(self, step: int, micro: int) -> list[tuple[int, int]]:
         first = step * self.global_batch + (micro * self.world_size + self.rank) * self.micro_batch
-        return [(self._file_at(p), _sample_seed(self.seed, p)) for p in range(first, first + self.micro_batch)]
+        return [(self._file_at(p), mixed_seed(self.seed, p)) for p in range(first, first + self.micro_batch)]
 
     def __iter__(self):
         step = self.start_step
@@ -129,17 +125,20 @@ class StepSampler(Sampler):
             step += 1
 
 
+def pad_clips(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of any lengths -> zero-padded (batch, longest) float32 waveform and (batch,) lengths."""
+    waveform = torch.zeros(len(clips), max((len(clip) for clip in clips), default=0))
+    for row, clip in enumerate(clips):
+        waveform[row, : len(clip)] = torch.from_numpy(np.ascontiguousarray(clip))
+    return waveform, torch.tensor([len(clip) for clip in clips], dtype=torch.long)
+
+
 def collate(items: list[tuple[np.ndarray, int] | str]) -> dict:
     """Pad crops to the longest: {"waveform": (batch, samples), "lengths": (batch,), "seeds": (batch,) per-sample
     seeds for any randomness that must not depend on batch layout, "skipped": [unreadable files]}."""
-    audio = [item[0] for item in items if not isinstance(item, str)]
+    waveform, lengths = pad_clips([item[0] for item in items if not isinstance(item, str)])
     seeds = [item[1] for item in items if not isinstance(item, str)]
     skipped = [item for item in items if isinstance(item, str)]
-    longest = max((len(a) for a in audio), default=0)
-    waveform = torch.zeros(len(audio), longest)
-    for row, clip in enumerate(audio):
-        waveform[row, : len(clip)] = torch.from_numpy(np.ascontiguousarray(clip))
-    lengths = torch.tensor([len(a) for a in audio], dtype=torch.long)
     return {"waveform": waveform, "lengths": lengths, "seeds": torch.tensor(seeds, dtype=torch.long),
             "skipped": skipped}
 

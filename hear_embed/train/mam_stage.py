@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +19,13 @@ from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import AcousticModelConfig, FrontendConfig, config_to_dict
 from hear_embed.frontend import Frontend
 from hear_embed.tokenizer import AcousticTokenizer
-from hear_embed.train.config_file import read_sections
+from hear_embed.train.config_file import read_sections, run_record
 from hear_embed.train.data import DataConfig
 from hear_embed.train.features import log_mel_batch
 from hear_embed.train.masking import frame_mask
-from hear_embed.train.runner import TrainConfig, mixed_seed, train
-from hear_embed.train.tokenizer_stage import add_common_arguments, overrides_from
+from hear_embed.train.runner import TrainConfig, train
+from hear_embed.train.seeds import mixed_seed
+from hear_embed.train.tokenizer_stage import add_common_arguments, overrides_from, run_command
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def run(config_path: str | Path, out_dir: str | Path, tokenizer: str | Path, ove
     stage = MaskedAudioModelingStage(sections["acoustic_model"], load_frozen_tokenizer(tokenizer), sections["mask"])
     meta = {"stage": "masked_audio_modeling", "planned_steps": sections["train"].steps, "tokenizer": str(tokenizer),
             "mask": config_to_dict(sections["mask"]), "data_sources": list(sections["data"].sources)}
-    return train(stage, sections["data"], sections["train"], out_dir,
+    return train(stage, sections["data"], sections["train"], out_dir, run_config=run_record(sections),
                  export=lambda model, folder, step: export_acoustic_model(model, Path(folder) / "acoustic_model.pt", {**meta, "steps": step}))
 
 
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     parser.add_argument("--tokenizer", required=True, help="frozen tokenizer: stage-1 tokenizer.pt or any file load_tokenizer reads")
     args = parser.parse_args(argv)
-    result = run(args.config, args.out_dir, args.tokenizer, overrides_from(args))
-    if result["rank"] == 0:
-        print(json.dumps({key: result[key] for key in ("step", "finished", "skipped_files", "seconds")}))
-    return 0
+    return run_command(lambda: run(args.config, args.out_dir, args.tokenizer, overrides_from(args)))
 
 
 if __name__ == "__main__":

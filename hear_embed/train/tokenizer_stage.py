@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -20,7 +22,8 @@ from hear_embed.config import DecoderConfig, FrontendConfig, TokenizerConfig, co
 from hear_embed.frontend import Frontend
 from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.layers import length_mask
-from hear_embed.train.config_file import read_sections
+from hear_embed.train.checkpoints import TrainingError
+from hear_embed.train.config_file import ConfigError, read_sections, run_record
 from hear_embed.train.data import DataConfig
 from hear_embed.train.decoder import Decoder, GumbelQuantizer
 from hear_embed.train.features import log_mel_batch
@@ -66,7 +69,7 @@ class TokenizerStage(nn.Module):
             self.decoder.out_layer.out_linear2.requires_grad_(False)
         self._teacher = (teacher,)  # kept out of state_dict, parameters() and DDP
 
-    def after_step(self) -> None:
+    def after_step(self, step: int) -> None:
         self.quantizer.anneal()
 
     def log_values(self) -> dict:
@@ -120,7 +123,7 @@ def run(config_path: str | Path, out_dir: str | Path, overrides: dict | None = N
     stage = TokenizerStage(sections["tokenizer"], sections["decoder"], sections["loss"], teacher)
     meta = {"stage": "tokenizer", "planned_steps": sections["train"].steps, "teacher": sections["teacher"],
             "loss": config_to_dict(sections["loss"]), "data_sources": list(sections["data"].sources)}
-    return train(stage, sections["data"], sections["train"], out_dir,
+    return train(stage, sections["data"], sections["train"], out_dir, run_config=run_record(sections),
                  export=lambda model, folder, step: export_tokenizer(model, Path(folder) / "tokenizer.pt", {**meta, "steps": step}))
 
 
@@ -143,14 +146,24 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def run_command(run_stage: Callable[[], dict]) -> int:
+    """Exit status of a stage's command line: 0 with the result as JSON, 1 with the message of a
+    :class:`TrainingError` or :class:`ConfigError` (unusable checkpoint or config, non-finite loss)."""
+    try:
+        result = run_stage()
+    except (TrainingError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if result["rank"] == 0:
+        print(json.dumps({key: result[key] for key in ("step", "finished", "skipped_files", "seconds")}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hear_embed.train.tokenizer_stage", description=__doc__.split("\n")[1])
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    result = run(args.config, args.out_dir, overrides_from(args))
-    if result["rank"] == 0:
-        print(json.dumps({key: result[key] for key in ("step", "finished", "skipped_files", "seconds")}))
-    return 0
+    return run_command(lambda: run(args.config, args.out_dir, overrides_from(args)))
 
 
 if __name__ == "__main__":
