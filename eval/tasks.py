@@ -77,9 +77,9 @@ def path_component_problem(name) -> str | None:
     """Why ``name`` cannot be one file or folder name inside a task folder (None when it can): it must be a
     non-empty string without path separators or NUL, and not ``.`` or ``..``, so nothing escapes the folder."""
     if not isinstance(name, str) or not name:
-        return f"must be a non-empty file name, got {name!r}"
+        return "must be a non-empty file name"
     if any(character in name for character in "/\\\0") or name in (".", ".."):
-        return f"{name!r} must be a single file name (no path separators, not '.' or '..')"
+        return "must be a single file name (no path separators, not '.' or '..')"
     return None
 
 
@@ -160,9 +160,9 @@ def _metadata_problems(metadata: dict) -> list[str]:
     if metadata.get("embedding_type") == "event" and metadata.get("prediction_type") == "multiclass":
         problems.append("task_metadata.json: event tasks must use prediction_type multilabel")
     if "task_name" in metadata and (problem := path_component_problem(metadata["task_name"])):
-        problems.append(f"task_metadata.json: task_name {problem}")
+        problems.append(f"task_metadata.json: task_name {metadata['task_name']!r} {problem}")
     if isinstance(splits, list):
-        problems += [f"task_metadata.json: split name {problem}"
+        problems += [f"task_metadata.json: split name {split!r} {problem}"
                      for split in splits if isinstance(split, str) and (problem := path_component_problem(split))]
     return problems
 
@@ -294,7 +294,7 @@ def _audio_problems(path: Path, split: str, filenames, sample_rate: int) -> list
     problems = []
     for filename in filenames:
         if problem := path_component_problem(filename):
-            problems.append(f"{split}.json entry {filename!r}: file name {problem}")
+            problems.append(f"{split}.json entry {filename!r}: {problem}")
             continue
         problems += [f"{sample_rate}/{split}/{filename}: {problem}"
                      for problem in _audio_file_problems(path, folder / filename, sample_rate)]
