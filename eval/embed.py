@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -97,14 +98,14 @@ def _split_filenames(task: Task, split: str) -> list[str]:
     return list(labels) if isinstance(labels, dict) else []
 
 
-def _audio_digest(task: Task, audio: Path, hashes: FileHashes) -> str:
+def _audio_digest(task: Task, rate: str, split: str, filename: str, hashes: FileHashes) -> str:
     """BLAKE2b of an audio file's bytes, or why it was not read (validation names the problem)."""
-    if path_component_problem(audio.name) or audio_location_problem(task.path, audio):
+    if path_component_problem(filename) or audio_location_problem(task.path, (rate, split, filename)):
         return "refused"  # never read a file outside the task folder
-    if not audio.is_file():
-        return "missing"
     try:
-        return hashes.digest(audio)
+        return hashes.digest(os.path.join(task.path, rate, split, filename))
+    except FileNotFoundError:
+        return "missing"
     except OSError:
         return "unreadable"
 
@@ -114,14 +115,18 @@ def task_identity(task: Task) -> str:
     splits name, at every sample rate the task holds: any changed byte gives another identity."""
     digest = hashlib.sha256()
     for name in ["task_metadata.json", "labelvocabulary.csv", *(f"{split}.json" for split in task.splits)]:
-        digest.update(name.encode() + b"\0" + (task.path / name).read_bytes())
+        try:
+            content = (task.path / name).read_bytes()
+        except OSError:  # missing or unreadable: validate_task names it
+            content = b"\0missing"
+        digest.update(name.encode() + b"\0" + content + b"\0")
     rates = sorted(folder.name for folder in task.path.iterdir() if folder.name.isdigit() and folder.is_dir())
     with FileHashes(task.path) as hashes:
         for split in task.splits:
             for filename in _split_filenames(task, split):
                 for rate in rates:
-                    audio = task.path / rate / split / filename
-                    digest.update(f"{rate}/{split}/{filename}\0{_audio_digest(task, audio, hashes)}\0".encode())
+                    file_digest = _audio_digest(task, rate, split, filename, hashes)
+                    digest.update(f"{rate}/{split}/{filename}\0{file_digest}\0".encode())
     return digest.hexdigest()
 
 
@@ -324,6 +329,8 @@ def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seco
                progress: bool = True) -> dict[str, SplitFeatures]:
     """Embeddings and targets of every split (or fold) of ``task``, keyed by split name, computed once and
     cached under ``cache_dir/<task>/<key hash>/``."""
+    if problem := path_component_problem(task.name):  # a Task built by hand skips validate_task
+        raise ValueError(f"task name {task.name!r} {problem}; it names the cache folder")
     key = embedder.cache_key(task)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     task_dir = Path(cache_dir) / task.name / digest

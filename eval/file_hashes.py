@@ -1,10 +1,10 @@
 """Content hashes of files (audio, weights), remembered between runs so unchanged files are not re-read.
 
 A file's BLAKE2b digest is stored in a small JSON sidecar under the harness cache, next to the file's
-(inode, size, mtime_ns, ctime_ns). A later lookup reuses the digest only when all four still match: any write
+(device, inode, size, mtime_ns, ctime_ns). A later lookup reuses the digest only when all of them match: any write
 changes ctime, even when mtime is forged back with ``os.utime``, so a changed byte is never served. A file whose
 ctime is younger than ``RACY_SECONDS`` is hashed but not remembered: a second write within the same clock tick
-could leave all four fields equal (git's "racily clean" problem).
+could leave every field equal (git's "racily clean" problem).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from hear_embed.atomic_files import write_json_atomically
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2
 RACY_SECONDS = 2.0
 CHUNK_BYTES = 1 << 20
 
 
-def blake2b_of_file(path: Path) -> str:
+def blake2b_of_file(path: str | os.PathLike) -> str:
     """Hex BLAKE2b (256-bit) of the file's bytes, read in 1 MiB chunks."""
     digest = hashlib.blake2b(digest_size=32)
     with open(path, "rb") as handle:
@@ -31,7 +31,7 @@ def blake2b_of_file(path: Path) -> str:
 
 
 def _stat_key(stat: os.stat_result) -> list[int]:
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
 def default_sidecar_folder() -> Path:
@@ -66,14 +66,13 @@ class FileHashes:
         entries = data.get("files")
         return entries if isinstance(entries, dict) else {}
 
-    def digest(self, path: Path) -> str:
-        """BLAKE2b of ``path``'s bytes, from the sidecar when (inode, size, mtime_ns, ctime_ns) is unchanged."""
-        path = Path(path)
-        name = str(path.resolve())
+    def digest(self, path: str | os.PathLike) -> str:
+        """BLAKE2b of ``path``'s bytes, from the sidecar when its stat key is unchanged (OSError if unreadable)."""
+        name = os.path.abspath(path)
         before = _stat_key(os.stat(path))
         remembered = self.entries.get(name)
-        if isinstance(remembered, list) and len(remembered) == 5 and remembered[:4] == before:
-            return remembered[4]
+        if isinstance(remembered, list) and remembered[:-1] == before:
+            return remembered[-1]
         digest = blake2b_of_file(path)
         after = os.stat(path)
         if _stat_key(after) == before and time.time() - after.st_ctime_ns / 1e9 >= RACY_SECONDS:

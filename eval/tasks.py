@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,25 @@ def path_component_problem(name) -> str | None:
     return None
 
 
-def audio_location_problem(task_path: Path, audio: Path) -> str | None:
-    """Why ``audio`` (a path below ``task_path``) may not be read: a symlink loop, or a path that resolves
-    (through symlinks) outside the task folder. None when it stays inside."""
+def _crosses_a_symlink(task_path: Path, levels: tuple[str, ...]) -> bool:
+    """Whether ``task_path/levels[0]/levels[1]/...`` passes through a symlink (or a ``..``) at any level."""
+    current = os.fspath(task_path)
+    for level in levels:
+        current = os.path.join(current, level)
+        if level == ".." or os.path.islink(current):
+            return True
+    return False
+
+
+def audio_location_problem(task_path: Path, levels: tuple[str, ...]) -> str | None:
+    """Why the file ``task_path/<rate>/<split>/<file>`` (``levels`` = its three names) may not be read: a symlink
+    loop, or a symlink that resolves outside the task folder. None when it stays inside (one lstat per level
+    when no symlink is involved: this runs for every file of every run)."""
+    if not _crosses_a_symlink(task_path, levels):
+        return None
     root = Path(task_path).resolve()
     try:
-        target = Path(audio).resolve()
+        target = Path(task_path, *levels).resolve()
     except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python < 3.13)
         return f"cannot be resolved ({error})"
     if root not in target.parents:
@@ -260,11 +274,12 @@ def wav_truncation_problem(path: Path) -> str | None:
     return None
 
 
-def _audio_file_problems(task_path: Path, audio: Path, sample_rate: int) -> list[str]:
-    """One audio file, cheaply (header only): inside the task folder, present, non-empty, readable, mono at
-    ``sample_rate``, at least one frame, not truncated."""
-    if problem := audio_location_problem(task_path, audio):
+def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_rate: int) -> list[str]:
+    """The audio file ``task_path/<rate>/<split>/<file>``, cheaply (header only): inside the task folder,
+    present, non-empty, readable, mono at ``sample_rate``, at least one frame, not truncated."""
+    if problem := audio_location_problem(task_path, levels):
         return [problem]
+    audio = Path(task_path, *levels)
     if not audio.is_file():
         return ["missing audio file"]
     if audio.stat().st_size == 0:
@@ -297,7 +312,7 @@ def _audio_problems(path: Path, split: str, filenames, sample_rate: int) -> list
             problems.append(f"{split}.json entry {filename!r}: {problem}")
             continue
         problems += [f"{sample_rate}/{split}/{filename}: {problem}"
-                     for problem in _audio_file_problems(path, folder / filename, sample_rate)]
+                     for problem in _audio_file_problems(path, (str(sample_rate), split, filename), sample_rate)]
     return problems
 
 

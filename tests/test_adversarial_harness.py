@@ -2,6 +2,7 @@
 names, hostile symlinks, bad, truncated and non-finite audio. Each test failed on main d4165bb."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -136,7 +137,7 @@ def test_sidecar_serves_unchanged_files_without_reading_them(tmp_path, monkeypat
     assert FileHashes(tmp_path, sidecar_folder=tmp_path / "sidecars").digest(audio) == digest
 
 
-@pytest.mark.parametrize("sidecar_text", ["not json", "[]", '{"format": 1, "folder": "elsewhere", "files": {}}',
+@pytest.mark.parametrize("sidecar_text", ["not json", "[]", '{"format": 2, "folder": "elsewhere", "files": {}}',
                                           '{"format": 99, "files": {}}'])
 def test_a_damaged_or_foreign_sidecar_only_costs_a_reread(tmp_path, sidecar_text):
     audio = tmp_path / "clip.bin"
@@ -328,3 +329,21 @@ def test_a_file_changed_to_another_rate_after_validation_is_named(tmp_path, fake
     sf.write(str(folder / "16000" / "train" / "train_1.wav"), np.zeros(800, dtype=np.float32), 8000)
     with pytest.raises(AudioReadError, match=r"train_1\.wav: expected mono audio at 16000 Hz, got 1 channel\(s\) at 8000"):
         embed_task(task, Embedder(fake_module), tmp_path / "cache", progress=False)
+
+
+def test_a_task_built_by_hand_with_a_traversal_name_writes_nothing(tmp_path, fake_module):
+    folder = make_task(tmp_path / "tasks")
+    task = dataclasses.replace(validate_task(folder, RATE), name="../../escaped")
+    with pytest.raises(ValueError, match="task name '../../escaped' must be a single file name"):
+        embed_task(task, Embedder(fake_module), tmp_path / "runs" / "cache", progress=False)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "runs" / "escaped").exists()
+
+
+def test_a_missing_split_file_is_reported_with_every_other_problem(tmp_path, fake_module, capsys):
+    folder = make_task(tmp_path / "tasks")
+    (folder / "valid.json").unlink()
+    (folder / "16000" / "test" / "test_0.wav").write_bytes(b"")
+    assert cli.main(["run", "--model", fake_module, "--tasks-dir", str(tmp_path / "tasks"), "--out",
+                     str(tmp_path / "out"), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "missing split file valid.json" in error and "test_0.wav: empty file (0 bytes)" in error
