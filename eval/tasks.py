@@ -138,8 +138,8 @@ def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, ...]:
         if index in by_index:
             problems.append(f"{path.name} line {line}: idx {index} appears twice")
         by_index[index] = row[1]
-    missing = sorted(set(range(len(by_index))) - set(by_index))
-    if missing or (by_index and max(by_index) != len(by_index) - 1):
+    missing = sorted(set(range(len(by_index))) - set(by_index))  # none missing: the indices are exactly 0..n-1
+    if missing:
         problems.append(f"{path.name}: idx must run 0..{len(by_index) - 1} without gaps; "
                         f"missing {missing}, found {sorted(by_index)}")
     labels = tuple(by_index[index] for index in sorted(by_index))  # still used to check the split labels
@@ -251,12 +251,13 @@ def _label_problems(metadata: dict, vocab: tuple[str, ...], split: str, labels: 
     return problems
 
 
-def wav_truncation_problem(path: Path) -> str | None:
+def _wav_truncation_problem(path: Path) -> str | None:
     """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds: how many frames the
     header declares and how many are there (soundfile silently reads only those). None otherwise."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        if handle.read(12)[8:12] != b"WAVE":
+        header = handle.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
             return None
         block_align, offset = 0, 12
         while offset + 8 <= size:
@@ -286,7 +287,7 @@ def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_r
         return ["empty file (0 bytes)"]
     try:
         info = sf.info(str(audio))
-        truncation = wav_truncation_problem(audio)
+        truncation = _wav_truncation_problem(audio)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         return [f"unreadable audio ({error})"]
     problems = []
