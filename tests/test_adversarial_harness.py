@@ -20,14 +20,13 @@ from eval.embed import Embedder, embed_task, task_identity
 from eval.file_hashes import FileHashes
 from eval.tasks import TaskError, load_task, validate_task
 from hear_embed.audio_io import AudioReadError
-from test_embed import add_noise_audio, fake_module  # noqa: F401  (fixture)
+from test_embed import add_noise_audio, fake_module, private_hash_cache  # noqa: F401  (fixtures)
 from test_tasks import RATE, make_task
 
 
 @pytest.fixture(autouse=True)
-def private_hash_cache(tmp_path, monkeypatch):
-    """Sidecars in this test's folder, remembered at once (no racy-ctime wait), so the sidecar path is exercised."""
-    monkeypatch.setenv("HEAR_EMBED_EVAL_CACHE", str(tmp_path / "eval_cache"))
+def immediate_sidecars(private_hash_cache, monkeypatch):
+    """Sidecars (in the test's folder) remember digests at once, no racy-ctime wait, so their path is exercised."""
     monkeypatch.setattr(file_hashes, "RACY_SECONDS", 0.0)
 
 
