@@ -13,6 +13,7 @@ A frame at time t takes every label whose event has start <= t < end + 0.0001 (m
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -31,12 +32,17 @@ from tqdm.auto import tqdm
 from eval.features import SplitFeatures
 from eval.file_hashes import FileHashes
 from eval.tasks import Task, audio_location_problem, path_component_problem
-from hear_embed.atomic_files import write_atomically, write_json_atomically  # eval.__main__ imports the latter from here
+from hear_embed import atomic_files
+from hear_embed.atomic_files import write_atomically
 from hear_embed.audio_io import AudioReadError, read_audio
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 END_TOLERANCE_MS = 0.0001  # heareval widens each event's end by this much before labelling frames
 CACHE_FORMAT = 2  # 2: audio and weights files keyed by content (BLAKE2b), not by name, size and mtime
+
+# eval.__main__ still imports this name from here to write task results, which may hold NaN scores (d_prime,
+# event F-measures); the one home is hear_embed.atomic_files, where the lead will repoint that import.
+write_json_atomically = functools.partial(atomic_files.write_json_atomically, allow_nan=True)
 
 
 def import_hear_module(name: str) -> ModuleType:
@@ -267,7 +273,7 @@ def _split_plan(task: Task, split: str, split_dir: Path, embedder: Embedder, bat
     lengths = {name: sf.info(str(task.audio_path(split, name, rate))).frames for name in task.labels(split)}
     max_batch_samples = max(1, int(batch_seconds * rate))
     batches = plan_batches(lengths, max_batch_samples)
-    write_json_atomically(plan_path, {"batches": batches, "max_batch_samples": max_batch_samples})
+    atomic_files.write_json_atomically(plan_path, {"batches": batches, "max_batch_samples": max_batch_samples})
     return batches
 
 
@@ -335,7 +341,7 @@ def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seco
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     task_dir = Path(cache_dir) / task.name / digest
     if not (task_dir / "key.json").is_file():
-        write_json_atomically(task_dir / "key.json", key)
+        atomic_files.write_json_atomically(task_dir / "key.json", key)
     order = heareval_file_order(task)
     features = {}
     for split in task.splits:

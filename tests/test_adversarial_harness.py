@@ -346,3 +346,11 @@ def test_a_missing_split_file_is_reported_with_every_other_problem(tmp_path, fak
                      str(tmp_path / "out"), "--no-progress"]) == 2
     error = capsys.readouterr().err
     assert "missing split file valid.json" in error and "test_0.wav: empty file (0 bytes)" in error
+
+
+def test_task_results_with_nan_scores_still_write(tmp_path):
+    """eval.__main__ writes task results through eval.embed's name; a NaN score (d_prime, event F) must not abort."""
+    from eval.embed import write_json_atomically
+
+    write_json_atomically(tmp_path / "task.json", {"key": {}, "result": {"mean": float("nan"), "std": 0.0}})
+    assert np.isnan(json.loads((tmp_path / "task.json").read_text())["result"]["mean"])
