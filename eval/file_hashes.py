@@ -42,7 +42,8 @@ def default_sidecar_folder() -> Path:
 
 
 class FileHashes:
-    """Digests of the files under one folder, with their sidecar (``None``: remembered in memory only).
+    """Digests of the files under ``folder``, remembered in one sidecar per folder (in ``sidecar_folder``,
+    default :func:`default_sidecar_folder`).
 
     Use as a context manager, or call :meth:`save`: new digests are written back atomically; a sidecar that
     cannot be read or written only costs a re-read, never a wrong digest.
@@ -71,7 +72,7 @@ class FileHashes:
         name = os.path.abspath(path)
         before = _stat_key(os.stat(path))
         remembered = self.entries.get(name)
-        if isinstance(remembered, list) and remembered[:-1] == before:
+        if isinstance(remembered, list) and remembered[:-1] == before and isinstance(remembered[-1], str):
             return remembered[-1]
         digest = blake2b_of_file(path)
         after = os.stat(path)

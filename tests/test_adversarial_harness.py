@@ -1,5 +1,6 @@
 """Adversarial probes of the harness (issue 14, harness half): content-changed audio and weights, traversal
-names, hostile symlinks, bad, truncated and non-finite audio. Each test failed on main d4165bb."""
+names, hostile symlinks, bad, truncated and non-finite audio. The probes of defects fail on main d4165bb; the
+others specify the file-hash sidecar and guard the fixes against false alarms (complete wavs, linked task folders)."""
 from __future__ import annotations
 
 import dataclasses
