@@ -4,6 +4,8 @@ The module is imported by name (``load_model``, ``get_scene_embeddings``, ``get_
 Files of equal length are stacked into batches of at most ``batch_seconds`` of audio. Each finished batch
 is committed atomically as one ``.npz`` in the cache, so a killed run resumes at the first missing batch and
 never reads a half-written file; the split's array is assembled in memory from the batches (one write).
+The cache is keyed by content: the bytes of every audio file and of the weights file (BLAKE2b, remembered per
+file by ``eval.file_hashes``), so audio or weights rewritten in place are never served from an old entry.
 
 Row order follows heareval: per split (in metadata order) the files of ``<split>.json`` are shuffled by one
 ``random.Random(0)`` shared across the task's splits; event tasks then list every frame of each file in turn.
@@ -11,12 +13,12 @@ A frame at time t takes every label whose event has start <= t < end + 0.0001 (m
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,36 +30,19 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.features import SplitFeatures
-from eval.tasks import Task
+from eval.file_hashes import FileHashes
+from eval.tasks import Task, audio_location_problem, path_component_problem
+from hear_embed import atomic_files
+from hear_embed.atomic_files import write_atomically
+from hear_embed.audio_io import AudioReadError, read_audio
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 END_TOLERANCE_MS = 0.0001  # heareval widens each event's end by this much before labelling frames
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: audio and weights files keyed by content (BLAKE2b), not by name, size and mtime
 
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _json_value(value):
-    """numpy scalars and arrays as plain JSON values."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def write_json_atomically(path: Path, data) -> None:
-    text = json.dumps(data, indent=1, sort_keys=True, default=_json_value)
-    write_atomically(path, lambda out: out.write(text.encode()))
+# eval.__main__ still imports this name from here to write task results, which may hold NaN scores (d_prime,
+# event F-measures); the one home is hear_embed.atomic_files, where the lead will repoint that import.
+write_json_atomically = functools.partial(atomic_files.write_json_atomically, allow_nan=True)
 
 
 def import_hear_module(name: str) -> ModuleType:
@@ -73,13 +58,13 @@ def import_hear_module(name: str) -> ModuleType:
 
 
 def weights_identity(weights: str | None) -> dict | None:
-    """A file is identified by resolved path, size and modification time; anything else by its string."""
+    """A weights file is identified by its content (BLAKE2b of its bytes); anything else by its string."""
     if not weights:
         return None
     path = Path(weights)
     if path.is_file():
-        stat = path.stat()
-        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        with FileHashes(path.parent) as hashes:
+            return {"file_blake2b": hashes.digest(path)}
     return {"name": weights}
 
 
@@ -110,14 +95,44 @@ def _hash_state_value(digest, value) -> None:
         digest.update(repr(value).encode())
 
 
+def _split_filenames(task: Task, split: str) -> list[str]:
+    """File names a split file lists; [] when it is unreadable (validation reports that)."""
+    try:
+        labels = task.labels(split)
+    except (OSError, ValueError):
+        return []
+    return list(labels) if isinstance(labels, dict) else []
+
+
+def _audio_digest(task: Task, rate: str, split: str, filename: str, hashes: FileHashes) -> str:
+    """BLAKE2b of an audio file's bytes, or why it was not read (validation names the problem)."""
+    if path_component_problem(filename) or audio_location_problem(task.path, (rate, split, filename)):
+        return "refused"  # never read a file outside the task folder
+    try:
+        return hashes.digest(os.path.join(task.path, rate, split, filename))
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+
+
 def task_identity(task: Task) -> str:
-    """SHA-256 of the task's metadata, vocabulary and split files, plus every audio file's name and size."""
+    """SHA-256 of the task's metadata, vocabulary and split files and of the content of every audio file the
+    splits name, at every sample rate the task holds: any changed byte gives another identity."""
     digest = hashlib.sha256()
     for name in ["task_metadata.json", "labelvocabulary.csv", *(f"{split}.json" for split in task.splits)]:
-        digest.update(name.encode() + b"\0" + (task.path / name).read_bytes())
-    for audio in sorted(task.path.glob("*/*/*")):
-        if audio.is_file():
-            digest.update(f"{audio.relative_to(task.path)}:{audio.stat().st_size}".encode())
+        try:
+            content = (task.path / name).read_bytes()
+        except OSError:  # missing or unreadable: validate_task names it
+            content = b"\0missing"
+        digest.update(name.encode() + b"\0" + content + b"\0")
+    rates = sorted(folder.name for folder in task.path.iterdir() if folder.name.isdigit() and folder.is_dir())
+    with FileHashes(task.path) as hashes:
+        for split in task.splits:
+            for filename in _split_filenames(task, split):
+                for rate in rates:
+                    file_digest = _audio_digest(task, rate, split, filename, hashes)
+                    digest.update(f"{rate}/{split}/{filename}\0{file_digest}\0".encode())
     return digest.hexdigest()
 
 
@@ -199,8 +214,8 @@ class Embedder:
 
     @cached_property
     def weights_key(self) -> dict:
-        """A weights file counts by path, size and mtime; named weights (or none: the module's default) by a
-        fingerprint of the loaded model's tensors."""
+        """A weights file counts by its bytes; named weights (or none: the module's default) by a fingerprint
+        of the loaded model's tensors."""
         identity = weights_identity(self.weights)
         if identity is None or "name" in identity:
             identity = {**(identity or {}), "fingerprint": state_fingerprint(self.model)}
@@ -233,37 +248,57 @@ class Embedder:
             if timestamps.shape != embeddings.shape[:2]:
                 raise ValueError(f"{self.module_name} returned timestamps of shape {timestamps.shape} for embeddings "
                                  f"of shape {embeddings.shape}; expected {embeddings.shape[:2]}")
-        if not np.isfinite(embeddings).all():
-            raise ValueError(f"{self.module_name} returned NaN or Inf embeddings")
         return embeddings, timestamps
 
 
-def _read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    if rate != sample_rate or audio.ndim != 1:
-        raise ValueError(f"{path}: expected mono audio at {sample_rate} Hz, got {rate} Hz with shape {audio.shape}")
-    return audio
+def _read_clip(path: Path, sample_rate: int) -> np.ndarray:
+    """(samples,) float32 of a mono file at ``sample_rate``; every error names the file."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioReadError(f"cannot read audio file {path}: {error}") from error
+    if info.samplerate != sample_rate or info.channels != 1:
+        raise AudioReadError(f"audio file {path}: expected mono audio at {sample_rate} Hz, "
+                             f"got {info.channels} channel(s) at {info.samplerate} Hz")
+    return read_audio(path, sample_rate=sample_rate)
 
 
-def _split_plan(task: Task, split: str, split_dir: Path, sample_rate: int, max_batch_samples: int) -> list[list[str]]:
-    """The split's batches, fixed at the first run (plan.json) so a resumed run computes the same batches."""
+def _split_plan(task: Task, split: str, split_dir: Path, embedder: Embedder, batch_seconds: float) -> list[list[str]]:
+    """The split's batches, fixed at the first run (plan.json, the one place it is read) so a resumed run
+    computes the same batches; a finished cache is read without loading the model."""
     plan_path = split_dir / "plan.json"
     if plan_path.is_file():
         return json.loads(plan_path.read_text())["batches"]
-    lengths = {name: sf.info(str(task.audio_path(split, name, sample_rate))).frames for name in task.labels(split)}
+    rate = embedder.sample_rate
+    lengths = {name: sf.info(str(task.audio_path(split, name, rate))).frames for name in task.labels(split)}
+    max_batch_samples = max(1, int(batch_seconds * rate))
     batches = plan_batches(lengths, max_batch_samples)
-    write_json_atomically(plan_path, {"batches": batches, "max_batch_samples": max_batch_samples})
+    atomic_files.write_json_atomically(plan_path, {"batches": batches, "max_batch_samples": max_batch_samples})
     return batches
+
+
+def _embed_batch(task: Task, split: str, names: list[str], embedder: Embedder) -> dict[str, np.ndarray]:
+    """Embeddings (and timestamps) of one batch of files; bad audio or output names the files concerned."""
+    paths = [task.audio_path(split, name, embedder.sample_rate) for name in names]
+    audio = np.stack([_read_clip(path, embedder.sample_rate) for path in paths])
+    non_finite = [str(path) for path, clip in zip(paths, audio) if not np.isfinite(clip).all()]
+    if non_finite:
+        raise AudioReadError(f"audio file(s) with NaN or Inf samples: {non_finite}")
+    try:
+        embeddings, timestamps = embedder.embed(audio, task.embedding_type)
+    except ValueError as error:
+        raise ValueError(f"{error} (the batch's clips, in order: {[str(path) for path in paths]})") from error
+    non_finite = [str(path) for path, rows in zip(paths, embeddings) if not np.isfinite(rows).all()]
+    if non_finite:
+        raise ValueError(f"{embedder.module_name} returned NaN or Inf embeddings for audio file(s) {non_finite}")
+    return {"embeddings": embeddings} if timestamps is None else {"embeddings": embeddings, "timestamps": timestamps}
 
 
 def _compute_missing_batches(task: Task, split: str, split_dir: Path, batches: list[list[str]],
                              embedder: Embedder, progress: bool) -> None:
     missing = [index for index in range(len(batches)) if not (split_dir / f"batch_{index:05d}.npz").is_file()]
     for index in tqdm(missing, desc=f"embed {task.name}/{split}", disable=not progress or not missing, leave=False):
-        audio = np.stack([_read_audio(task.audio_path(split, name, embedder.sample_rate), embedder.sample_rate)
-                          for name in batches[index]])
-        embeddings, timestamps = embedder.embed(audio, task.embedding_type)
-        arrays = {"embeddings": embeddings} if timestamps is None else {"embeddings": embeddings, "timestamps": timestamps}
+        arrays = _embed_batch(task, split, batches[index], embedder)
         write_atomically(split_dir / f"batch_{index:05d}.npz", lambda out: np.savez(out, **arrays))
 
 
@@ -300,21 +335,18 @@ def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seco
                progress: bool = True) -> dict[str, SplitFeatures]:
     """Embeddings and targets of every split (or fold) of ``task``, keyed by split name, computed once and
     cached under ``cache_dir/<task>/<key hash>/``."""
+    if problem := path_component_problem(task.name):  # a Task built by hand skips validate_task
+        raise ValueError(f"task name {task.name!r} {problem}; it names the cache folder")
     key = embedder.cache_key(task)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     task_dir = Path(cache_dir) / task.name / digest
     if not (task_dir / "key.json").is_file():
-        write_json_atomically(task_dir / "key.json", key)
+        atomic_files.write_json_atomically(task_dir / "key.json", key)
     order = heareval_file_order(task)
     features = {}
     for split in task.splits:
         split_dir = task_dir / split
-        batches = None
-        if (split_dir / "plan.json").is_file():
-            batches = json.loads((split_dir / "plan.json").read_text())["batches"]
-        if batches is None or any(not (split_dir / f"batch_{i:05d}.npz").is_file() for i in range(len(batches))):
-            max_samples = max(1, int(batch_seconds * embedder.sample_rate))
-            batches = _split_plan(task, split, split_dir, embedder.sample_rate, max_samples)
-            _compute_missing_batches(task, split, split_dir, batches, embedder, progress)
+        batches = _split_plan(task, split, split_dir, embedder, batch_seconds)
+        _compute_missing_batches(task, split, split_dir, batches, embedder, progress)
         features[split] = _assemble(task, split, split_dir, batches, order[split])
     return features

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,42 @@ class Task:
         return self.path / str(sample_rate) / split / filename
 
 
+def path_component_problem(name) -> str | None:
+    """Why ``name`` cannot be one file or folder name inside a task folder (None when it can): it must be a
+    non-empty string without path separators or NUL, and not ``.`` or ``..``, so nothing escapes the folder."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty file name"
+    if any(character in name for character in "/\\\0") or name in (".", ".."):
+        return "must be a single file name (no path separators, not '.' or '..')"
+    return None
+
+
+def _crosses_a_symlink(task_path: Path, levels: tuple[str, ...]) -> bool:
+    """Whether ``task_path/levels[0]/levels[1]/...`` passes through a symlink (or a ``..``) at any level."""
+    current = os.fspath(task_path)
+    for level in levels:
+        current = os.path.join(current, level)
+        if level == ".." or os.path.islink(current):
+            return True
+    return False
+
+
+def audio_location_problem(task_path: Path, levels: tuple[str, ...]) -> str | None:
+    """Why the file ``task_path/<rate>/<split>/<file>`` (``levels`` = its three names) may not be read: a symlink
+    loop, or a symlink that resolves outside the task folder. None when it stays inside (one lstat per level
+    when no symlink is involved: this runs for every file of every run)."""
+    if not _crosses_a_symlink(task_path, levels):
+        return None
+    root = Path(task_path).resolve()
+    try:
+        target = Path(task_path, *levels).resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python < 3.13)
+        return f"cannot be resolved ({error})"
+    if root not in target.parents:
+        return f"resolves to {target}, outside the task folder {root} (symlink)"
+    return None
+
+
 def _read_json(path: Path):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -101,8 +138,8 @@ def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, ...]:
         if index in by_index:
             problems.append(f"{path.name} line {line}: idx {index} appears twice")
         by_index[index] = row[1]
-    missing = sorted(set(range(len(by_index))) - set(by_index))
-    if missing or (by_index and max(by_index) != len(by_index) - 1):
+    missing = sorted(set(range(len(by_index))) - set(by_index))  # none missing: the indices are exactly 0..n-1
+    if missing:
         problems.append(f"{path.name}: idx must run 0..{len(by_index) - 1} without gaps; "
                         f"missing {missing}, found {sorted(by_index)}")
     labels = tuple(by_index[index] for index in sorted(by_index))  # still used to check the split labels
@@ -136,6 +173,11 @@ def _metadata_problems(metadata: dict) -> list[str]:
             problems.append(f"task_metadata.json: unknown metric(s) {unknown}; known: {list(KNOWN_METRICS)}")
     if metadata.get("embedding_type") == "event" and metadata.get("prediction_type") == "multiclass":
         problems.append("task_metadata.json: event tasks must use prediction_type multilabel")
+    if "task_name" in metadata and (problem := path_component_problem(metadata["task_name"])):
+        problems.append(f"task_metadata.json: task_name {metadata['task_name']!r} {problem}")
+    if isinstance(splits, list):
+        problems += [f"task_metadata.json: split name {split!r} {problem}"
+                     for split in splits if isinstance(split, str) and (problem := path_component_problem(split))]
     return problems
 
 
@@ -209,29 +251,69 @@ def _label_problems(metadata: dict, vocab: tuple[str, ...], split: str, labels: 
     return problems
 
 
+def _wav_truncation_problem(path: Path) -> str | None:
+    """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds: how many frames the
+    header declares and how many are there (soundfile silently reads only those). None otherwise."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        block_align, offset = 0, 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"fmt ":
+                block_align = int.from_bytes(handle.read(14)[12:14], "little")
+            elif chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= available or not block_align:
+                    return None  # 0 / 0xFFFFFFFF: written as a stream, length unknown
+                return (f"truncated wav: the header declares {chunk_size // block_align} frames, "
+                        f"the file holds {available // block_align}")
+            offset += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_rate: int) -> list[str]:
+    """The audio file ``task_path/<rate>/<split>/<file>``, cheaply (header only): inside the task folder,
+    present, non-empty, readable, mono at ``sample_rate``, at least one frame, not truncated."""
+    if problem := audio_location_problem(task_path, levels):
+        return [problem]
+    audio = Path(task_path, *levels)
+    if not audio.is_file():
+        return ["missing audio file"]
+    if audio.stat().st_size == 0:
+        return ["empty file (0 bytes)"]
+    try:
+        info = sf.info(str(audio))
+        truncation = _wav_truncation_problem(audio)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        return [f"unreadable audio ({error})"]
+    problems = []
+    if info.samplerate != sample_rate:
+        problems.append(f"sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
+    if info.channels != 1:
+        problems.append(f"{info.channels} channels, expected mono")
+    if info.frames == 0:
+        problems.append("empty audio (0 samples)")
+    if truncation:
+        problems.append(truncation)
+    return problems
+
+
 def _audio_problems(path: Path, split: str, filenames, sample_rate: int) -> list[str]:
-    """Every file exists, is readable by soundfile (header), is mono and at ``sample_rate``."""
+    """Every file name is one path component and every file passes :func:`_audio_file_problems`."""
     folder = path / str(sample_rate) / split
     if not folder.is_dir():
         return [f"missing audio folder {sample_rate}/{split} (no audio at {sample_rate} Hz for split {split})"]
     problems = []
     for filename in filenames:
-        audio = folder / filename
-        where = f"{sample_rate}/{split}/{filename}"
-        if not audio.is_file():
-            problems.append(f"{where}: missing audio file")
+        if problem := path_component_problem(filename):
+            problems.append(f"{split}.json entry {filename!r}: {problem}")
             continue
-        try:
-            info = sf.info(str(audio))
-        except (sf.LibsndfileError, RuntimeError) as error:
-            problems.append(f"{where}: unreadable audio ({error})")
-            continue
-        if info.samplerate != sample_rate:
-            problems.append(f"{where}: sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
-        if info.channels != 1:
-            problems.append(f"{where}: {info.channels} channels, expected mono")
-        if info.frames == 0:
-            problems.append(f"{where}: empty audio (0 samples)")
+        problems += [f"{sample_rate}/{split}/{filename}: {problem}"
+                     for problem in _audio_file_problems(path, (str(sample_rate), split, filename), sample_rate)]
     return problems
 
 

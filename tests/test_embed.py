@@ -51,6 +51,12 @@ FAKE_MODULE = textwrap.dedent('''
 ''')
 
 
+@pytest.fixture(autouse=True)
+def private_hash_cache(tmp_path, monkeypatch):
+    """File-hash sidecars (eval.file_hashes) in the test's folder, not in the user's cache."""
+    monkeypatch.setenv("HEAR_EMBED_EVAL_CACHE", str(tmp_path / "eval_cache"))
+
+
 @pytest.fixture
 def fake_module(tmp_path, monkeypatch):
     """Import name of a fresh copy of the fake module (its call log starts empty)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,11 @@ def test_find_tasks_filters_by_name_and_reports_unknown(tmp_path):
     assert [p.name for p in find_tasks(tmp_path, ["beta"])] == ["beta"]
     with pytest.raises(ValueError, match="gamma"):
         find_tasks(tmp_path, ["gamma"])
+
+
+@pytest.mark.parametrize("rows,missing", [("0,a\n1,b\n3,c\n", [2]), ("-1,a\n0,b\n", [1]), ("1,a\n2,b\n", [0])])
+def test_vocabulary_indices_must_be_exactly_0_to_n_minus_1(tmp_path, rows, missing):
+    folder = make_task(tmp_path)
+    (folder / "labelvocabulary.csv").write_text("idx,label\n" + rows)
+    with pytest.raises(TaskError, match=r"idx must run 0\.\.\d+ without gaps; missing " + re.escape(str(missing))):
+        load_task(folder)
