@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend
+from hear_embed.frontend import Frontend, without_overflow
 from hear_embed.streaming import acoustic_hidden, encoder_frame_count
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
@@ -105,7 +105,10 @@ def load_model(model_file_path: str = "", **options) -> HearEmbedModel:
 
 
 def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
-    """Validate a HEAR API batch (n_sounds, n_samples) float32, returning it as a tensor."""
+    """Validate a HEAR API batch (n_sounds, n_samples) float32 and the model, returning the audio as a tensor."""
+    if not isinstance(model, HearEmbedModel):
+        raise TypeError(f"model must be what hear_embed.load_model() returns (a HearEmbedModel), "
+                        f"got {type(model).__name__}")
     if isinstance(audio, np.ndarray):
         audio = torch.from_numpy(audio)
     if not isinstance(audio, torch.Tensor):
@@ -135,7 +138,7 @@ def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor
     """audio (n_sounds, n_samples) float32 at 16 kHz -> embeddings (n, T, D) float32 and timestamps (n, T) in ms,
     on the audio's device."""
     audio = check_audio(audio, model)
-    hidden = acoustic_hidden(model.frontend, model.acoustic_model, audio.to(model.device),
+    hidden = acoustic_hidden(model.frontend, model.acoustic_model, without_overflow(audio.to(model.device)),
                              num_layers=model.options.layer, windows_per_group=model.options.windows_per_group)
     frames = encoder_frame_count(audio.shape[1], model.frontend.config.hop_length)
     timestamps = model.frame_timestamps(frames).repeat(audio.shape[0], 1)

@@ -31,6 +31,8 @@ TIMEOUT_S = 10.0  # per connect / read: fail fast when offline
 ATTEMPTS = 3  # tries per fetch; a try cut off mid-transfer is resumed by the next one
 PACKAGED = Path(__file__).parent / "checkpoints"
 PACKAGED_FILES = {"acoustic_model": "tiny.pt", "tokenizer": "tiny_tokenizer.pt"}
+TINY_LICENSE = ("MIT (trained by this project; training data: FSDD, CC BY-SA 4.0, and synthetic clips made here; "
+                "teacher CREPE tiny, MIT; see hear_embed/checkpoints/MODEL_CARD.md)")
 
 
 class FetchError(OSError):
@@ -209,7 +211,7 @@ def _resolve(source: str | Path | None, kind: str) -> tuple[str, Path, str | Non
         if not path.is_file():
             raise FileNotFoundError(f"the packaged tiny {kind} checkpoint {path} is not built yet "
                                     "(it is produced by the project's training pipeline)")
-        return "tiny", path, None, {}
+        return "tiny", path, None, {"license": TINY_LICENSE}
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"weights source {str(source)!r} is neither 'authors', 'tiny', 'random' "
