@@ -8,6 +8,7 @@ mode (the harness's), which also refuses a file at another rate when ``resample`
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import warnings
@@ -135,7 +136,7 @@ def _walk_audio(folder: Path) -> list[Path]:
             try:
                 entry.stat()
             except OSError as error:
-                reason = "a symlink loop" if "loop" in str(error).lower() or error.errno == 40 else "a dangling symlink"
+                reason = "a symlink loop" if error.errno == errno.ELOOP else "a dangling symlink"
                 _warn(f"skipped {entry}: {reason} ({os.readlink(entry)})")
         found.extend(Path(root) / name for name in files
                      if Path(name).suffix.lower() in AUDIO_EXTENSIONS and (Path(root) / name).is_file())

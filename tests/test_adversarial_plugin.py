@@ -1,0 +1,344 @@
+"""The adversarial suite, plugin half: tampered and hostile checkpoints, non-finite and odd inputs, stale or
+damaged outputs of ``hear-embed embed``, hostile download servers and caches. Each test fails without its fix."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from hear_embed import api
+from hear_embed.api import get_scene_embeddings, get_timestamp_embeddings, load_model
+from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
+from hear_embed.checkpoint import read_state_dict
+from hear_embed.cli import main
+from hear_embed.weights import CheckpointError, load_acoustic_model, save_checkpoint
+
+AUDIO = Path(__file__).parent / "fixtures" / "audio"
+WAV = AUDIO / "0_george_2.wav"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(parity_dir) -> Path:
+    return parity_dir / "acoustic_model_small.pth"
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(str(checkpoint))
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(WAV, folder / "a.wav")
+    return folder
+
+
+def _embed(inputs: Path, out: Path, weights: str | Path, *extra: str) -> int:
+    return main(["embed", str(inputs), "--out", str(out), "--weights", str(weights), *extra])
+
+
+def _saved(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# --- 14.3: resume follows the weights' content and the options, damaged outputs are redone ---------------------
+
+def test_resume_redoes_files_made_with_other_weights_or_options(inputs, tmp_path, checkpoint, capsys):
+    out, weights = tmp_path / "out", tmp_path / "weights.pth"
+    shutil.copy(checkpoint, weights)
+    assert _embed(inputs, out, weights) == 0
+    first = _saved(out / "a.wav.npz")["embedding"]
+
+    assert _embed(inputs, out, weights, "--model-options", '{"layer": 1}') == 0
+    assert "0 already done, 1 to embed" in capsys.readouterr().err
+    layer1 = _saved(out / "a.wav.npz")["embedding"]
+    expected, _ = get_timestamp_embeddings(torch.from_numpy(read_audio(WAV))[None], load_model(str(weights), layer=1))
+    np.testing.assert_allclose(layer1, expected[0].numpy(), atol=1e-6)
+    assert not np.allclose(layer1, first)
+
+    state = torch.load(checkpoint, weights_only=True)  # other weights, same path, same size
+    state["feature_extractor.conv.weight"] = state["feature_extractor.conv.weight"] * 1.5
+    torch.save(state, weights)
+    assert _embed(inputs, out, weights, "--model-options", '{"layer": 1}') == 0
+    assert "0 already done, 1 to embed" in capsys.readouterr().err
+    assert not np.allclose(_saved(out / "a.wav.npz")["embedding"], layer1)
+
+    moved = tmp_path / "moved.pth"  # the same weights under another path: identity is content, not path
+    shutil.copy(weights, moved)
+    assert _embed(inputs, out, moved, "--model-options", '{"layer": 1}') == 0
+    assert "1 already done, 0 to embed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "pickled"])
+def test_damaged_output_is_redone_not_trusted(inputs, tmp_path, checkpoint, capsys, damage):
+    out = tmp_path / "out"
+    assert _embed(inputs, out, checkpoint) == 0
+    target = out / "a.wav.npz"
+    good, data = _saved(target), target.read_bytes()
+    if damage == "garbage":
+        target.write_bytes(b"not an npz file at all")
+    elif damage == "truncated":
+        target.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":  # a byte inside the embedding's data: only the zip CRC tells
+        with zipfile.ZipFile(target) as archive:
+            member = archive.getinfo("embedding.npy")
+        middle = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+        target.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    elif damage == "empty":
+        target.write_bytes(b"")
+    else:
+        np.savez(target, embedding=np.array([object()], dtype=object), **{k: v for k, v in good.items()
+                                                                            if k != "embedding"})
+    capsys.readouterr()
+    assert _embed(inputs, out, checkpoint) == 0
+    assert "0 already done, 1 to embed" in capsys.readouterr().err
+    for key, value in good.items():
+        np.testing.assert_array_equal(_saved(target)[key], value)
+
+
+# --- 14.5: finite in, finite out; checkpoints checked before they are trusted ---------------------------------
+
+@pytest.mark.parametrize("amplitude", [1e18, 1e30, 3e38])
+@pytest.mark.parametrize("seconds", [2, 8])  # the plain path and the windowed long-audio path
+def test_loud_audio_gives_finite_embeddings(model, amplitude, seconds):
+    quiet = torch.from_numpy(read_audio(WAV))[: 16000 * seconds]
+    quiet = quiet.repeat(16000 * seconds // len(quiet) + 1)[: 16000 * seconds] / quiet.abs().max()
+    loud = (quiet * amplitude)[None]
+    embedding, _ = get_timestamp_embeddings(loud, model)
+    assert bool(torch.isfinite(embedding).all())
+    assert bool(torch.isfinite(get_scene_embeddings(loud, model)).all())
+    scaled = loud * 2.0 ** -float(np.ceil(np.log2(float(loud.abs().max()))))  # what the frontend computes on
+    np.testing.assert_allclose(embedding, get_timestamp_embeddings(scaled, model)[0], atol=1e-5)
+
+
+def test_cli_never_writes_non_finite_embeddings(inputs, tmp_path, checkpoint, monkeypatch, capsys):
+    def poisoned_model(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        with torch.no_grad():
+            model.acoustic_model.feature_extractor.conv.weight[0, 0, 0] = float("nan")
+        return model
+
+    monkeypatch.setattr(api, "load_model", poisoned_model)
+    assert _embed(inputs, tmp_path / "out", checkpoint) == 1
+    assert f"cannot embed {inputs / 'a.wav'}: the model gave NaN or Inf embeddings" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob("*.npz"))
+
+
+def _flip_in_member(path: Path, member_suffix: str) -> None:
+    """Flip one byte in the middle of the largest zip member whose name ends with ``member_suffix``."""
+    with zipfile.ZipFile(path) as archive:
+        member = max((info for info in archive.infolist() if info.filename.endswith(member_suffix)),
+                     key=lambda info: info.compress_size)
+    data = bytearray(path.read_bytes())
+    middle = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + member.compress_size // 2
+    data[middle] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoint_with_flipped_bytes_is_refused(checkpoint, tmp_path):
+    damaged = tmp_path / "damaged.pth"
+    shutil.copy(checkpoint, damaged)
+    _flip_in_member(damaged, "")  # the largest member: a weight tensor's bytes
+    with pytest.raises(CheckpointError, match=f"{damaged}: damaged checkpoint file: member .* CRC-32"):
+        load_acoustic_model(damaged)
+
+
+def _state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in read_state_dict(checkpoint).items()}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_naming_file_and_key(checkpoint, tmp_path, suffix, value):
+    state = _state(checkpoint)
+    key = "contextual_encoder.layers.1.ffn.output_dense.weight"
+    state[key][3, 4] = value
+    path = tmp_path / f"bad{suffix}"
+    _write_state(state, path)
+    with pytest.raises(CheckpointError, match=f"{path}: key '{key}' holds NaN or Inf"):
+        load_acoustic_model(path)
+
+
+def _write_state(state: dict, path: Path) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
+def test_integer_tensor_where_a_float_is_expected_is_refused(checkpoint, tmp_path, suffix, dtype):
+    state = _state(checkpoint)
+    key = "feature_extractor.conv.weight"
+    state[key] = state[key].to(dtype)
+    path = tmp_path / f"ints{suffix}"
+    _write_state(state, path)
+    with pytest.raises(CheckpointError, match=f"{path}: key '{key}' has dtype {dtype} in the file"):
+        load_acoustic_model(path)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("format_version", "one", "field 'format_version' must be an integer, got 'one'"),
+    ("format_version", None, "field 'format_version' must be an integer, got None"),
+    ("config", "{not json", "field 'config' is not valid JSON"),
+    ("config", "[1, 2]", "field 'config' must be a dict, got list"),
+    ("meta", "{\"a\": ", "field 'meta' is not valid JSON"),
+    ("meta", "\"text\"", "field 'meta' must be a dict, got str"),
+    ("kind", "tokenizer_v9", "field 'kind' must be one of"),
+])
+def test_invalid_checkpoint_metadata_names_file_and_field(tmp_path, checkpoint, field, value, message):
+    model, _ = load_acoustic_model(checkpoint)
+    path = save_checkpoint(model, tmp_path / "model.safetensors")
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as file:
+        tensors, metadata = {key: file.get_tensor(key) for key in file.keys()}, dict(file.metadata())
+    metadata[field] = value
+    if value is None:
+        del metadata[field]
+        metadata["format_version"] = "None"
+        message = message.replace("None", "'None'")
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match=f"{path}: checkpoint metadata {message}"):
+        load_acoustic_model(path)
+
+
+def test_invalid_metadata_in_a_torch_project_file_names_the_field(tmp_path, checkpoint):
+    model, _ = load_acoustic_model(checkpoint)
+    path = save_checkpoint(model, tmp_path / "model.pt")
+    content = torch.load(path, weights_only=True)
+    content["config"] = [1, 2, 3]
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=f"{path}: checkpoint metadata field 'config' must be a dict"):
+        load_acoustic_model(path)
+
+
+# --- 14.8: messages instead of crashes ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("not_a_model", [None, "tiny", torch.nn.Linear(2, 2), object()])
+@pytest.mark.parametrize("function", [get_timestamp_embeddings, get_scene_embeddings])
+def test_api_refuses_what_is_not_a_model(function, not_a_model):
+    with pytest.raises(TypeError, match="model must be what hear_embed.load_model"):
+        function(torch.zeros(1, 16000), not_a_model)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_one_line_exit_2(inputs, tmp_path, checkpoint, capsys):
+    assert _embed(inputs, tmp_path / "out", checkpoint, "--device", "cuda") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hear-embed: device 'cuda' is not available") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+# --- 14.9: truncated files, odd folders, modes, empty input ------------------------------------------------
+
+def _truncated_wav(path: Path) -> None:
+    data = WAV.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def test_truncated_wav_is_named_warned_by_the_cli_and_refused_in_strict_mode(inputs, tmp_path, checkpoint, capsys):
+    _truncated_wav(inputs / "cut.wav")
+    with pytest.warns(AudioWarning, match=f"{inputs / 'cut.wav'} is truncated: .* of the .* frames"):
+        read_audio(inputs / "cut.wav")
+    with pytest.raises(AudioReadError, match=f"{inputs / 'cut.wav'} is truncated"):
+        read_audio(inputs / "cut.wav", strict=True)
+    assert _embed(inputs, tmp_path / "out", checkpoint) == 0
+    assert f"hear-embed: warning: audio file {inputs / 'cut.wav'} is truncated" in capsys.readouterr().err
+
+
+def test_read_audio_refuses_another_rate_when_resampling_is_not_allowed(tmp_path):
+    with pytest.raises(AudioReadError, match=f"{WAV} is at 8000 Hz, expected 16000 Hz"):
+        read_audio(WAV, 16000, resample=False)
+    assert read_audio(WAV, 8000, resample=False).shape == (soundfile.info(str(WAV)).frames,)
+
+
+def test_non_finite_samples_are_named(tmp_path):
+    audio = np.zeros(4000, dtype=np.float32)
+    audio[1234] = np.inf
+    soundfile.write(tmp_path / "inf.wav", audio, 16000, subtype="FLOAT")
+    with pytest.raises(AudioReadError, match=f"{tmp_path / 'inf.wav'} holds NaN or Inf samples"):
+        read_audio(tmp_path / "inf.wav")
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "folder loop"])
+def test_dangling_and_looping_symlinks_are_reported(inputs, kind):
+    if kind == "dangling":
+        (inputs / "gone.wav").symlink_to(inputs / "nowhere.wav")
+        expected = f"skipped {inputs / 'gone.wav'}: a dangling symlink"
+    elif kind == "loop":
+        (inputs / "self.wav").symlink_to(inputs / "self.wav")
+        expected = f"skipped {inputs / 'self.wav'}: a symlink loop"
+    else:
+        (inputs / "sub").mkdir()
+        (inputs / "sub" / "up").symlink_to(inputs)
+        expected = f"skipped {inputs / 'sub' / 'up'}: a symlink loop back to"
+    with pytest.warns(AudioWarning, match=expected):
+        found = find_audio_files([inputs])
+    assert [str(name) for _, name in found] == ["a.wav"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_unreadable_folder_is_reported(inputs):
+    locked = inputs / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        with pytest.warns(AudioWarning, match=f"cannot read folder {locked}"):
+            find_audio_files([inputs])
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_empty_folder_is_named_and_fails(tmp_path, checkpoint, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _embed(tmp_path / "empty", tmp_path / "out", checkpoint) == 1
+    err = capsys.readouterr().err
+    assert f"warning: no audio files in folder {tmp_path / 'empty'}" in err and "nothing to embed" in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_follow_the_umask(inputs, tmp_path, checkpoint, umask):
+    previous = os.umask(umask)
+    try:
+        assert _embed(inputs, tmp_path / "out", checkpoint) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out" / "a.wav.npz").stat().st_mode) == 0o666 & ~umask
+
+
+# --- 10.6: info tells the license and no machine paths -------------------------------------------------------
+
+def test_info_on_tiny_shows_its_license_and_no_absolute_paths(capsys):
+    assert main(["info", "--weights", "tiny"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["license"].startswith("MIT") and "CC BY-SA 4.0" in info["license"]
+    assert info["path"] == "hear_embed/checkpoints/tiny.pt"
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for item in value.values() for s in strings(item)]
+        if isinstance(value, list):
+            return [s for item in value for s in strings(item)]
+        return [value] if isinstance(value, str) else []
+
+    assert not [text for text in strings(info) if text.startswith("/")]
+
