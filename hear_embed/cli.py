@@ -159,7 +159,6 @@ def run_info(args: argparse.Namespace) -> int:
     model, info = load_acoustic_model(args.weights)
     details = dataclasses.asdict(info)
     details["parameters"] = sum(parameter.numel() for parameter in model.parameters())
-    details["license"] = details["meta"].get("license", "not recorded for this source")
     shown = {**_without_absolute_paths(details, Path(__file__).resolve().parent.parent), "source": info.source}
     print(json.dumps(shown, indent=2, default=str))
     return 0

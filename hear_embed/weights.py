@@ -87,6 +87,7 @@ class WeightsInfo:
     blob_id: str | None  # git blob id of the file
     config: object  # the model's config dataclass(es)
     meta: dict = field(default_factory=dict)
+    license: str = "not recorded for this source"
 
 
 def cache_dir() -> Path:
@@ -211,7 +212,7 @@ def _resolve(source: str | Path | None, kind: str) -> tuple[str, Path, str | Non
         if not path.is_file():
             raise FileNotFoundError(f"the packaged tiny {kind} checkpoint {path} is not built yet "
                                     "(it is produced by the project's training pipeline)")
-        return "tiny", path, None, {"license": TINY_LICENSE}
+        return "tiny", path, None, {}
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"weights source {str(source)!r} is neither 'authors', 'tiny', 'random' "
@@ -245,7 +246,9 @@ def _load(kind: str, source: str | Path | None, config_cls: type, infer, model_c
     check_state_dict(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     layout = describe_layout(checkpoint.layout, prefix, ignored)
-    info = WeightsInfo(label, path, layout, blob_id or git_blob_sha1(path), config, {**checkpoint.meta, **meta})
+    meta = {**checkpoint.meta, **meta}
+    license = TINY_LICENSE if label == "tiny" else meta.get("license", WeightsInfo.license)
+    info = WeightsInfo(label, path, layout, blob_id or git_blob_sha1(path), config, meta, str(license))
     return model.eval(), info
 
 
