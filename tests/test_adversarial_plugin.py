@@ -2,10 +2,17 @@
 damaged outputs of ``hear-embed embed``, hostile download servers and caches. Each test fails without its fix."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,13 +20,15 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from http_server import serve
 
-from hear_embed import api
+from hear_embed import api, weights
 from hear_embed.api import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
 from hear_embed.checkpoint import read_state_dict
 from hear_embed.cli import main
-from hear_embed.weights import CheckpointError, load_acoustic_model, save_checkpoint
+from hear_embed.weights import (CheckpointError, ChecksumError, FetchError, WeightsBundle, fetch, load_acoustic_model,
+                                save_checkpoint)
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
 WAV = AUDIO / "0_george_2.wav"
@@ -342,3 +351,136 @@ def test_info_on_tiny_shows_its_license_and_no_absolute_paths(capsys):
 
     assert not [text for text in strings(info) if text.startswith("/")]
 
+
+
+# --- 14.7: downloads and the cache, against hostile loopback servers -----------------------------------------
+
+@pytest.fixture(scope="module")
+def payload(checkpoint) -> bytes:
+    return checkpoint.read_bytes()  # about 0.5 MB
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/models/weights.pth"
+
+
+def _bundle(payload: bytes, url: str, max_size: int = 1 << 28) -> WeightsBundle:
+    blob_id = hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest()
+    return WeightsBundle(name="test_weights", repo="example/weights", commit="0" * 40, path="models/weights.pth",
+                         url=url, blob_id=blob_id, license="MIT", description="test weights", max_size=max_size)
+
+
+FETCH_CHILD = """
+import json, os, sys
+from hear_embed.weights import WeightsBundle, fetch
+try:
+    print(json.dumps({"path": str(fetch(WeightsBundle(**json.loads(os.environ["BUNDLE"])), cache=sys.argv[1]))}))
+except Exception as error:
+    print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+"""
+
+
+def _fetch_child(bundle: WeightsBundle, cache: Path, prefix: list[str] = ()) -> subprocess.Popen:
+    """``fetch`` in a child process (command ``prefix`` first); its stdout is one JSON line, path or error."""
+    env = {**os.environ, "BUNDLE": json.dumps(dataclasses.asdict(bundle)),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": str(cache.parent)}
+    return subprocess.Popen([*prefix, sys.executable, "-c", FETCH_CHILD, str(cache)], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=cache.parent)
+
+
+def _result(child: subprocess.Popen) -> dict:
+    out, _ = child.communicate(timeout=120)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_concurrent_fetches_into_one_cache_download_once(tmp_path, payload):
+    with serve(payload, drip_bytes=32 << 10, drip_s=0.05) as server:  # about 1 s: the children overlap
+        bundle = _bundle(payload, server.url)
+        children = [_fetch_child(bundle, tmp_path / "cache") for _ in range(2)]
+        results = [_result(child) for child in children]
+    assert results == [{"path": str(tmp_path / "cache" / bundle.filename)}] * 2
+    assert len(server.requests) == 1 and (tmp_path / "cache" / bundle.filename).read_bytes() == payload
+
+
+@contextlib.contextmanager
+def _read_only_folder(folder: Path):
+    """``folder`` with mode 0o555; yields the command prefix that makes a child respect it (root ignores modes
+    unless it runs without CAP_DAC_OVERRIDE: ``setpriv``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot make a folder read-only")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    folder.chmod(0o555)
+    try:
+        yield prefix
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_cache_holding_the_right_file_works(tmp_path, payload):
+    cache = tmp_path / "cache"
+    bundle = _bundle(payload, _dead_url())
+    cache.mkdir()
+    (cache / bundle.filename).write_bytes(payload)  # placed by hand, never verified here
+    with _read_only_folder(cache) as prefix:
+        assert _result(_fetch_child(bundle, cache, prefix)) == {"path": str(cache / bundle.filename)}
+    assert sorted(path.name for path in cache.iterdir()) == [bundle.filename]
+
+
+def test_unwritable_cache_says_so(tmp_path, payload):
+    cache = tmp_path / "cache"
+    with serve(payload) as server:
+        bundle = _bundle(payload, server.url)
+        with _read_only_folder(cache) as prefix:
+            error = _result(_fetch_child(bundle, cache, prefix))["error"]
+    assert error.startswith("FetchError") and f"the cache folder {cache} cannot be written" in error
+    assert "interrupted" not in error and not server.requests
+
+
+@pytest.mark.parametrize("endless", [True, False])
+def test_server_sending_more_than_expected_is_cut_off(tmp_path, payload, endless):
+    with serve(payload, endless=endless) as server:
+        bundle = _bundle(payload, server.url, max_size=len(payload) // 3)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=f"more than the {len(payload) // 3} (bytes )?expected at most"):
+            fetch(bundle, cache=tmp_path)
+    assert time.monotonic() - start < 10
+    assert not list(tmp_path.iterdir())  # nothing kept
+
+
+def test_dripping_server_hits_the_deadline(tmp_path, payload, monkeypatch):
+    monkeypatch.setattr(weights, "DEADLINE_S", 1.0)
+    with serve(payload, drip_bytes=64, drip_s=0.01) as server:  # would take about 80 s
+        bundle = _bundle(payload, server.url)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"too slow: \d+ bytes arrived within the 1 s allowed"):
+            fetch(bundle, cache=tmp_path)
+    assert time.monotonic() - start < 5
+
+
+def test_stalled_server_times_out_per_read(tmp_path, payload, monkeypatch):
+    monkeypatch.setattr(weights, "TIMEOUT_S", 0.3)
+    with serve(payload, stall_s=3.0) as server:
+        bundle = _bundle(payload, server.url)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="interrupted 3 times, last: .*timed out"):
+            fetch(bundle, cache=tmp_path)
+    assert time.monotonic() - start < 5
+
+
+def test_verified_marker_does_not_trust_size_and_mtime(tmp_path, payload):
+    with serve(payload) as server:
+        bundle = _bundle(payload, server.url)
+        path = fetch(bundle, cache=tmp_path)
+    before = path.stat()
+    forged = bytearray(payload)
+    forged[len(forged) // 2] ^= 0xFF
+    path.write_bytes(bytes(forged))  # same size, then the old mtime put back
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ChecksumError, match=f"{path}: git blob id"):
+        fetch(bundle, cache=tmp_path)
