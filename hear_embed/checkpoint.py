@@ -1,8 +1,9 @@
 """Checkpoint files: reading every layout we accept, finding a module's keys, inferring its config from
 tensor shapes, strict shape checks with clear messages, and writing the project's own format.
 
-Layouts read (always ``torch.load(weights_only=True, map_location="cpu")``: never arbitrary pickle):
-a raw ``state_dict`` (how the authors save), one wrapped under a common key (``state_dict``, ``model``, ...),
+Layouts read (``torch.load(weights_only=True, map_location="cpu")``: never arbitrary pickle): a raw
+``state_dict`` (how the authors save), one wrapped under a common key (``state_dict``, ``model``, ...),
+a pickled whole module (read by :mod:`hear_embed.module_unpickler`, which imports and runs nothing),
 keys under a prefix (``module.``, ``model.``, ``acoustic_model.``, ...), ``.safetensors`` files, and the
 project format written by :func:`save_checkpoint` (config and meta stored next to the weights).
 """
@@ -24,6 +25,7 @@ from hear_embed.config import (AcousticModelConfig, ClassificationDecoderConfig,
                                config_from_dict)
 from hear_embed.frontend import Frontend
 from hear_embed.heads import AcousticTokenizer
+from hear_embed.module_unpickler import RefusedGlobal, load_pickled_module
 
 FORMAT, FORMAT_VERSION = "hear_embed", 1
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
@@ -71,13 +73,26 @@ def _check_zip_crcs(path: Path) -> None:
         raise CheckpointError(f"{path}: damaged checkpoint file: member '{damaged}' fails its CRC-32 check")
 
 
-def _load_torch(path: Path):
+def _first_line(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _load_torch(path: Path) -> tuple[object, bool]:
+    """(content, whether it was a pickled whole module read by :mod:`hear_embed.module_unpickler`)."""
     _check_zip_crcs(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... depending on the damage
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint ({reason})") from error
+        weights_only_error = error
+    try:  # a pickled whole module (the reference's classes): rebuilt from stand-ins, nothing imported or run
+        return load_pickled_module(path), True
+    except RefusedGlobal as error:
+        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint; read as a pickled module: "
+                              f"{error}") from error
+    except Exception:
+        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint "
+                              f"({_first_line(weights_only_error)})") from weights_only_error
 
 
 def _load_safetensors(path: Path) -> tuple[dict, dict]:
@@ -138,7 +153,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not tensors:
             raise CheckpointError(f"{path}: holds no tensors")
         return Checkpoint(tensors, "safetensors")
-    obj = _load_torch(path)
+    obj, pickled_module = _load_torch(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not _is_state_dict(obj.get("state_dict")):
             raise CheckpointError(f"{path}: hear_embed checkpoint without a state_dict of tensors")
@@ -158,6 +173,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         where = f" under {' > '.join(map(repr, wrappers))}" if wrappers else ""
         raise CheckpointError(f"{path}: holds {what}{where}; expected a state_dict (key -> tensor)")
     layout = f"wrapped under {' > '.join(map(repr, wrappers))}" if wrappers else "state_dict"
+    if pickled_module:
+        layout = f"pickled module read without its code, {layout}"
     return Checkpoint(dict(obj), layout)
 
 

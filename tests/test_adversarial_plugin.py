@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -484,3 +485,129 @@ def test_verified_marker_does_not_trust_size_and_mtime(tmp_path, payload):
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(ChecksumError, match=f"{path}: git blob id"):
         fetch(bundle, cache=tmp_path)
+
+
+# --- 14.10: the authors' file as a pickled whole module, read without its code -------------------------------
+
+REFERENCE_CLASSES = {  # the reference's classes (HarunoriKawano/HEAR, src/models) a pickled module names
+    "src.models.acoustic_model": ["AcousticModel"],
+    "src.models.feature_extractor": ["FeatureExtractor"],
+    "src.models.contextual_encoder": ["ContextualEncoder"],
+    "src.models.transformer": ["TransformerWithRelativePosition", "MultiHeadSelfAttentionWithRelativePosition",
+                               "FeedForward"],
+    "src.models.positional_encoder": ["RelativePositionEncoder"],
+    "src.config": ["AcousticModelConfig"],
+}
+
+
+class _Exploit:
+    """Unpickling this runs a shell command: the restricted unpickler must refuse it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@contextlib.contextmanager
+def _reference_classes():
+    """Stand-ins named like the reference's classes, importable only inside the block (to pickle them)."""
+    classes, created = {}, []
+    for module_name, names in REFERENCE_CLASSES.items():
+        parts = module_name.split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(parts[:depth])
+            if name not in sys.modules:
+                sys.modules[name] = types.ModuleType(name)
+                created.append(name)
+        for name in names:
+            base = object if name.endswith("Config") else torch.nn.Module
+            cls = type(name, (base,), {"__module__": module_name, "__qualname__": name})
+            setattr(sys.modules[module_name], name, cls)
+            classes[name] = cls
+    try:
+        yield classes
+    finally:
+        for name in created:
+            del sys.modules[name]
+
+
+def _reference_module(classes: dict, state: dict, exploit: object = None) -> torch.nn.Module:
+    """The reference's AcousticModel object tree (as src/models builds it) holding ``state``."""
+    def module(name: str, **children) -> torch.nn.Module:
+        instance = classes[name]()
+        torch.nn.Module.__init__(instance)
+        for child_name, child in children.items():
+            setattr(instance, child_name, child)
+        return instance
+
+    hidden, heads = state["feature_extractor.conv.weight"].shape[0], state[
+        "contextual_encoder.layers.0.self_attn.query_bias1"].shape[0]
+    layers = sorted({int(key.split(".")[2]) for key in state if key.startswith("contextual_encoder.layers.")})
+    intermediate = state["contextual_encoder.layers.0.ffn.intermediate_dense.weight"].shape[0]
+    table = state["contextual_encoder.layers.0.self_attn.relative_position_k.positional_embedding.weight"].shape
+
+    def position() -> torch.nn.Module:
+        return module("RelativePositionEncoder", positional_embedding=torch.nn.Embedding(*table))
+
+    def attention() -> torch.nn.Module:
+        attn = module("MultiHeadSelfAttentionWithRelativePosition",
+                      **{f"linear_{n}": torch.nn.Linear(hidden, hidden) for n in "qkvo"},
+                      dropout=torch.nn.Dropout(0.1), relative_position_k=position(), relative_position_v=position())
+        attn.linear_out = attn.linear_o
+        del attn.linear_o
+        attn.query_bias1 = torch.nn.Parameter(torch.zeros(heads, hidden // heads))
+        attn.query_bias2 = torch.nn.Parameter(torch.zeros(heads, hidden // heads))
+        attn.head_size, attn.num_heads = hidden // heads, heads
+        return attn
+
+    def layer() -> torch.nn.Module:
+        ffn = module("FeedForward", layer_norm=torch.nn.LayerNorm(hidden),
+                     intermediate_dense=torch.nn.Linear(hidden, intermediate), intermediate_act_fn=torch.nn.SiLU(),
+                     intermediate_dropout=torch.nn.Dropout(0.1), output_dense=torch.nn.Linear(intermediate, hidden),
+                     output_dropout=torch.nn.Dropout(0.1))
+        return module("TransformerWithRelativePosition", layer_norm1=torch.nn.LayerNorm(hidden),
+                      self_attn=attention(), layer_norm2=torch.nn.LayerNorm(hidden), ffn=ffn)
+
+    extractor = module("FeatureExtractor", conv=torch.nn.Conv1d(128, hidden, 2, 2), relu=torch.nn.ReLU())
+    encoder = module("ContextualEncoder", layers=torch.nn.ModuleList([layer() for _ in layers]))
+    model = module("AcousticModel", feature_extractor=extractor, contextual_encoder=encoder)
+    model.load_state_dict(state, strict=True)
+    config = classes["AcousticModelConfig"]()
+    config.hidden_size, config.max_length = hidden, table[0] // 2
+    model.config, model.max_length, model.window = config, table[0] // 2, torch.ones(table[0] // 2)
+    model.register_buffer("scratch", torch.zeros(3), persistent=False)  # not part of the state_dict
+    if exploit is not None:
+        model.contextual_encoder.layers[0].ffn.hook = exploit
+    return model
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_pickled_whole_module_is_read_from_stand_ins(checkpoint, tmp_path, wrapped):
+    state = _state(checkpoint)
+    path = tmp_path / "acoustic_model_weight.pth"
+    with _reference_classes() as classes:
+        module = _reference_module(classes, state)
+        torch.save({"model": module} if wrapped else module, path)
+    assert "src.models.acoustic_model" not in sys.modules  # nothing to import the reference's code from
+    with pytest.raises(Exception, match="Unsupported global|weights_only"):
+        torch.load(path, weights_only=True)
+    model, info = load_acoustic_model(path)
+    assert info.layout.startswith("pickled module read without its code")
+    expected, _ = load_acoustic_model(checkpoint)
+    for (key, ours), (expected_key, theirs) in zip(model.state_dict().items(), expected.state_dict().items()):
+        assert key == expected_key and torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("where", ["inside the module", "the whole file"])
+def test_malicious_pickled_module_is_still_refused(checkpoint, tmp_path, where):
+    marker, path = tmp_path / "executed", tmp_path / "acoustic_model_weight.pth"
+    with _reference_classes() as classes:
+        if where == "inside the module":
+            torch.save(_reference_module(classes, _state(checkpoint), exploit=_Exploit(marker)), path)
+        else:
+            torch.save(_Exploit(marker), path)
+    with pytest.raises(CheckpointError, match=f"{path}: .*refused global '(posix|os).system'"):
+        load_acoustic_model(path)
+    assert not marker.exists()
