@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from eval.features import SplitFeatures
 from eval.tasks import Task
+from hear_embed.audio_io import read_audio
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 END_TOLERANCE_MS = 0.0001  # heareval widens each event's end by this much before labelling frames
@@ -238,13 +239,6 @@ class Embedder:
         return embeddings, timestamps
 
 
-def _read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    if rate != sample_rate or audio.ndim != 1:
-        raise ValueError(f"{path}: expected mono audio at {sample_rate} Hz, got {rate} Hz with shape {audio.shape}")
-    return audio
-
-
 def _split_plan(task: Task, split: str, split_dir: Path, sample_rate: int, max_batch_samples: int) -> list[list[str]]:
     """The split's batches, fixed at the first run (plan.json) so a resumed run computes the same batches."""
     plan_path = split_dir / "plan.json"
@@ -260,8 +254,8 @@ def _compute_missing_batches(task: Task, split: str, split_dir: Path, batches: l
                              embedder: Embedder, progress: bool) -> None:
     missing = [index for index in range(len(batches)) if not (split_dir / f"batch_{index:05d}.npz").is_file()]
     for index in tqdm(missing, desc=f"embed {task.name}/{split}", disable=not progress or not missing, leave=False):
-        audio = np.stack([_read_audio(task.audio_path(split, name, embedder.sample_rate), embedder.sample_rate)
-                          for name in batches[index]])
+        audio = np.stack([read_audio(task.audio_path(split, name, embedder.sample_rate), embedder.sample_rate,
+                                     strict=True, resample=False) for name in batches[index]])
         embeddings, timestamps = embedder.embed(audio, task.embedding_type)
         arrays = {"embeddings": embeddings} if timestamps is None else {"embeddings": embeddings, "timestamps": timestamps}
         write_atomically(split_dir / f"batch_{index:05d}.npz", lambda out: np.savez(out, **arrays))

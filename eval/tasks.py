@@ -13,6 +13,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from hear_embed.audio_io import wav_header_frames
+
 EMBEDDING_TYPES = ("scene", "event")
 PREDICTION_TYPES = ("multiclass", "multilabel")
 SPLIT_MODES = ("trainvaltest", "new_split_kfold", "presplit_kfold")
@@ -232,6 +234,8 @@ def _audio_problems(path: Path, split: str, filenames, sample_rate: int) -> list
             problems.append(f"{where}: {info.channels} channels, expected mono")
         if info.frames == 0:
             problems.append(f"{where}: empty audio (0 samples)")
+        elif (declared := wav_header_frames(audio) or 0) > info.frames:
+            problems.append(f"{where}: truncated: {info.frames} of the {declared} frames its header declares")
     return problems
 
 

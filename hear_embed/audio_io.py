@@ -4,7 +4,8 @@ Files are decoded and resampled block by block (soxr's streaming resampler gives
 one-shot resample), so memory holds only the 16 kHz mono result, never the whole file at its own rate.
 Problems are named with the file: unreadable or non-finite audio always raises :class:`AudioReadError`;
 a file shorter than its header says (truncated) gives an :class:`AudioWarning`, or an error in ``strict``
-mode (the harness's), which also refuses a file at another rate when ``resample`` is False.
+mode (the harness's), which also refuses a file with several channels; a file at another rate is refused when
+``resample`` is False.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ AUDIO_EXTENSIONS = frozenset({
 })
 
 
-class AudioReadError(Exception):
+class AudioReadError(ValueError):
     """A file could not be read as audio; the message names the file."""
 
 
@@ -35,7 +36,7 @@ class AudioWarning(UserWarning):
     """Something odd about an input (truncated file, skipped path); the message names it."""
 
 
-def _wav_declared_frames(path: Path) -> int | None:
+def wav_header_frames(path: Path) -> int | None:
     """Frames a RIFF/WAVE header declares (data chunk size / block align), None if not a plain WAV or unknown.
 
     libsndfile quietly shortens a truncated WAV to what is present, so the header is read here."""
@@ -73,8 +74,9 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
                resample: bool = True) -> np.ndarray:
     """(samples,) float32 mono at ``sample_rate``: channels averaged, resampled with soxr (``RESAMPLE_QUALITY``).
 
-    ``strict`` (the harness): a truncated file is an error, not a warning. ``resample=False``: a file at another
-    rate is an error. Non-finite samples and unreadable files always raise :class:`AudioReadError`."""
+    ``strict`` (the harness): a truncated or multi-channel file is an error, not a warning or a mix.
+    ``resample=False``: a file at another rate is an error. Non-finite samples and unreadable files always raise
+    :class:`AudioReadError`."""
     path = Path(path)
     try:
         sound = soundfile.SoundFile(str(path))
@@ -82,9 +84,11 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
         raise AudioReadError(f"cannot read audio file {path}: {error}") from error
     with sound:
         rate, declared = sound.samplerate, sound.frames
+        if strict and sound.channels != 1:
+            raise AudioReadError(f"audio file {path} has {sound.channels} channels, expected mono")
         if rate != sample_rate and not resample:
             raise AudioReadError(f"audio file {path} is at {rate} Hz, expected {sample_rate} Hz")
-        header = _wav_declared_frames(path)
+        header = wav_header_frames(path)
         declared = max(declared, header or 0)
         stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY) \
             if rate != sample_rate else None

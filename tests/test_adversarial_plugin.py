@@ -611,3 +611,34 @@ def test_malicious_pickled_module_is_still_refused(checkpoint, tmp_path, where):
     with pytest.raises(CheckpointError, match=f"{path}: .*refused global '(posix|os).system'"):
         load_acoustic_model(path)
     assert not marker.exists()
+
+
+# --- issue 9 item 6: the harness reads audio through the same reader, strictly ----------------------------------
+
+@pytest.mark.parametrize("problem", ["truncated", "stereo", "other rate", "non-finite"])
+def test_strict_reader_refuses_what_the_cli_accepts_or_warns_about(tmp_path, problem):
+    path = tmp_path / "clip.wav"
+    if problem == "truncated":
+        _truncated_wav(path)
+        rate = soundfile.info(str(WAV)).samplerate
+    else:
+        rate = 8000 if problem == "other rate" else 16000
+        audio = np.full((4000, 2 if problem == "stereo" else 1), 0.1, dtype=np.float32)
+        audio[100] = np.nan if problem == "non-finite" else audio[100]
+        soundfile.write(path, audio, rate, subtype="FLOAT")
+    expected = {"truncated": "is truncated", "stereo": "has 2 channels, expected mono",
+                "other rate": "is at 8000 Hz, expected 16000 Hz", "non-finite": "holds NaN or Inf"}[problem]
+    with pytest.raises(AudioReadError, match=f"{path} {expected}"):
+        read_audio(path, 16000 if problem == "other rate" else rate, strict=True, resample=False)
+
+
+def test_task_validation_names_a_truncated_file(tmp_path):
+    from test_tasks import make_task  # the task-folder builder of the harness tests
+
+    from eval.tasks import TaskError, validate_task
+    folder = make_task(tmp_path)
+    target = folder / "16000" / "test" / "test_0.wav"
+    soundfile.write(str(target), np.zeros(1600, dtype=np.float32), 16000, subtype="PCM_16")
+    target.write_bytes(target.read_bytes()[:-1000])
+    with pytest.raises(TaskError, match=r"16000/test/test_0.wav: truncated: 1100 of the 1600 frames"):
+        validate_task(folder, 16000)
