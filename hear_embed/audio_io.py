@@ -129,7 +129,7 @@ def _walk_audio(folder: Path) -> list[Path]:
                                                                  f"{error.strerror}")):
         real = os.path.realpath(root)
         if real in seen:
-            _warn(f"skipped {root}: a symlink loop back to {real}")
+            _warn(f"skipped {root}: a symlink loop or second link to {real}, which is read once")
             dirs[:] = []
             continue
         seen.add(real)

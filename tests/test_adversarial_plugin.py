@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+import tracemalloc
 import types
 import zipfile
 from pathlib import Path
@@ -300,7 +301,7 @@ def test_dangling_and_looping_symlinks_are_reported(inputs, kind):
     else:
         (inputs / "sub").mkdir()
         (inputs / "sub" / "up").symlink_to(inputs)
-        expected = f"skipped {inputs / 'sub' / 'up'}: a symlink loop back to"
+        expected = f"skipped {inputs / 'sub' / 'up'}: a symlink loop or second link to"
     with pytest.warns(AudioWarning, match=expected):
         found = find_audio_files([inputs])
     assert [str(name) for _, name in found] == ["a.wav"]
@@ -642,3 +643,29 @@ def test_task_validation_names_a_truncated_file(tmp_path):
     target.write_bytes(target.read_bytes()[:-1000])
     with pytest.raises(TaskError, match=r"16000/test/test_0.wav: truncated: 1100 of the 1600 frames"):
         validate_task(folder, 16000)
+
+
+# --- 14.11: the CLI's reader does not hold the file at its own rate --------------------------------------------
+
+def _read_peak_overhead(path: Path) -> int:
+    """Peak bytes numpy allocated while reading ``path`` (tracemalloc sees numpy's buffers), minus the result's."""
+    tracemalloc.start()
+    try:
+        audio = read_audio(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - audio.nbytes
+
+
+def test_reading_memory_does_not_grow_with_the_file(tmp_path):
+    overheads = {}
+    for seconds in (15, 60):
+        path = tmp_path / f"{seconds}s.flac"
+        time_s = np.arange(seconds * 44100) / 44100
+        tone = 0.3 * np.sin(2 * np.pi * 220 * time_s)
+        soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1).astype(np.float32), 44100, subtype="PCM_16")
+        overheads[seconds] = _read_peak_overhead(path)
+    whole_file = 60 * 44100 * 2 * 4  # the 60 s file decoded at once as float32 stereo: 21 MB
+    assert overheads[60] < whole_file / 8
+    assert overheads[60] < overheads[15] + (1 << 20)  # no growth beyond noise from 15 s to 60 s
