@@ -9,9 +9,10 @@ so an interrupted run resumes where it stopped; one made with other weights or o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
 import hashlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -86,9 +87,16 @@ def embed_file(file: Path, model, scene: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    for warning in caught:
-        tqdm.write(f"hear-embed: warning: {warning.message}", file=sys.stderr)
+@contextlib.contextmanager
+def printed_warnings():
+    """Warnings raised in the block (every AudioWarning, not once per place) printed as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                tqdm.write(f"hear-embed: warning: {warning.message}", file=sys.stderr)
 
 
 def check_device(device: str) -> None:
@@ -103,14 +111,12 @@ def check_device(device: str) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     from hear_embed.api import load_model
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AudioWarning)
-        try:
+    try:
+        with printed_warnings():
             files = find_audio_files(args.paths)
-        except (FileNotFoundError, ValueError) as error:
-            print(f"hear-embed: {error}", file=sys.stderr)
-            return 2
-    _print_warnings(caught)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"hear-embed: {error}", file=sys.stderr)
+        return 2
     if not files:
         print(f"hear-embed: nothing to embed: no audio files in {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
@@ -124,16 +130,13 @@ def run_embed(args: argparse.Namespace) -> int:
     print(f"{len(files)} audio file(s), {len(files) - len(todo)} already done, {len(todo)} to embed", file=sys.stderr)
     failed = 0
     for file, target in tqdm(todo, desc="embedding", unit="file", file=sys.stderr):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", AudioWarning)
-            try:
+        try:
+            with printed_warnings():
                 arrays = embed_file(file, model, args.scene)
-            except AudioReadError as error:
-                failed += 1
-                tqdm.write(f"hear-embed: {error}", file=sys.stderr)
-                continue
-            finally:
-                _print_warnings(caught)
+        except AudioReadError as error:
+            failed += 1
+            tqdm.write(f"hear-embed: {error}", file=sys.stderr)
+            continue
         write_atomically(target, lambda out_file: np.savez(out_file, **arrays, **record))
     if failed:
         print(f"hear-embed: {failed} of {len(todo)} file(s) failed (named above)", file=sys.stderr)
