@@ -94,11 +94,12 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
             if rate != sample_rate else None
         out = np.empty(int(np.ceil(declared * sample_rate / rate)) + 64, dtype=np.float32)
         filled = read = 0
+        stopped = ""
         while True:
             try:
                 block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-            except Exception as error:
-                _problem(f"audio file {path} is damaged after {read} of {declared} frames ({error})", strict)
+            except Exception as error:  # libsndfile gives up on damaged data: keep what was decoded
+                stopped = f" (decoding stopped: {error})"
                 block = np.zeros((0, sound.channels), dtype=np.float32)
             last = len(block) < BLOCK_FRAMES
             read += len(block)
@@ -114,9 +115,10 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
             if last:
                 break
     if read == 0:
-        raise AudioReadError(f"audio file {path} has no samples")
+        raise AudioReadError(f"audio file {path} has no samples{stopped}")
     if read < declared:
-        _problem(f"audio file {path} is truncated: {read} of the {declared} frames its header declares", strict)
+        _problem(f"audio file {path} is truncated: {read} of the {declared} frames its header declares{stopped}",
+                 strict)
     return out[:filled]
 
 
