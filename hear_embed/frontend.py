@@ -53,12 +53,13 @@ def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
 
 
 def without_overflow(waveform: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
-    """(batch, samples) or (batch, channels, samples) -> the same, except clips whose peak exceeds ``MAX_SAFE_PEAK`` are divided by a power of
-    two (exact in floating point) to a peak of at most 1. Their float32 power spectrum would overflow to Inf
-    (from a peak of about 3e16) and the normalized spectra to NaN; a normalized log spectrum does not depend
-    on the scale but through ``eps``, which is negligible at such levels. Quieter clips are returned as they are."""
+    """(batch, samples) or (batch, channels, samples) -> the same, except clips whose peak exceeds
+    ``MAX_SAFE_PEAK`` are divided by a power of two (exact in floating point) to a peak of at most 1. Their float32
+    power spectrum would overflow to Inf (from a peak of about 3e16) and the normalized spectra to NaN; a
+    normalized log spectrum does not depend on the scale but through ``eps``, which is negligible at such levels.
+    Quieter clips are returned as they are (the same tensor)."""
     peak = torch.zeros(waveform.shape[0], dtype=waveform.dtype, device=waveform.device)
-    for part in waveform.reshape(waveform.shape[0], -1).split(chunk, dim=-1):  # chunked: no copy as large as the audio
+    for part in waveform.reshape(waveform.shape[0], -1).split(chunk, dim=-1):  # chunked: no copy of the audio
         peak = torch.maximum(peak, part.abs().amax(dim=-1))
     loud = peak > MAX_SAFE_PEAK
     if not bool(loud.any()):
