@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend, without_overflow
+from hear_embed.frontend import Frontend, overflow_scale
 from hear_embed.streaming import acoustic_hidden, encoder_frame_count
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
@@ -132,6 +132,16 @@ def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
         bad = torch.nonzero(~finite).flatten().tolist()
         raise ValueError(f"audio contains NaN or Inf in clip(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
     return audio
+
+
+def without_overflow(audio: torch.Tensor) -> torch.Tensor:
+    """(n, samples) -> the same tensor, or a rescaled copy if a clip is loud enough to overflow float32 power
+    (see :func:`hear_embed.frontend.overflow_scale`); the peak is taken in chunks, never copying the audio."""
+    peak = torch.zeros(audio.shape[0], dtype=audio.dtype, device=audio.device)
+    for chunk in audio.split(1 << 20, dim=1):
+        peak = torch.maximum(peak, chunk.abs().amax(dim=1))
+    scale = overflow_scale(peak)
+    return audio * scale[:, None] if bool((scale != 1).any()) else audio
 
 
 def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from torch import nn
 from hear_embed.config import FrontendConfig
 
 
-MAX_SAFE_PEAK = 2.0 ** 40  # sample magnitude above which :func:`without_overflow` rescales a clip
+MAX_SAFE_PEAK = 2.0 ** 40  # sample magnitude above which :func:`overflow_scale` rescales a clip
 
 
 def hz_to_mel(freq: float) -> float:
@@ -52,21 +52,13 @@ def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
     return waveform.mean(dim=1)
 
 
-def without_overflow(waveform: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
-    """(batch, samples) or (batch, channels, samples) -> the same, except clips whose peak exceeds
-    ``MAX_SAFE_PEAK`` are divided by a power of two (exact in floating point) to a peak of at most 1. Their float32
-    power spectrum would overflow to Inf (from a peak of about 3e16) and the normalized spectra to NaN; a
-    normalized log spectrum does not depend on the scale but through ``eps``, which is negligible at such levels.
-    Quieter clips are returned as they are (the same tensor)."""
-    peak = torch.zeros(waveform.shape[0], dtype=waveform.dtype, device=waveform.device)
-    for part in waveform.reshape(waveform.shape[0], -1).split(chunk, dim=-1):  # chunked: no copy of the audio
-        peak = torch.maximum(peak, part.abs().amax(dim=-1))
-    loud = peak > MAX_SAFE_PEAK
-    if not bool(loud.any()):
-        return waveform
-    exponent = torch.where(loud, torch.ceil(torch.log2(peak.double())), torch.zeros_like(peak, dtype=torch.float64))
-    scale = torch.exp2(-exponent).to(waveform.dtype)
-    return waveform * scale.view(-1, *[1] * (waveform.dim() - 1))
+def overflow_scale(peak: torch.Tensor) -> torch.Tensor:
+    """(batch,) peak sample magnitude -> (batch,) factor: 1, or for a clip louder than ``MAX_SAFE_PEAK`` the power
+    of two (exact in floating point) that brings its peak to at most 1. Its float32 power spectrum would overflow
+    to Inf (from a peak of about 3e16) and the normalized spectra to NaN; a normalized log spectrum does not
+    depend on the scale but through ``eps``, negligible at such levels. Branch-free, so it can be exported."""
+    exponent = torch.where(peak > MAX_SAFE_PEAK, torch.ceil(torch.log2(peak.double())), 0.0)
+    return torch.exp2(-exponent).to(peak.dtype)
 
 
 def reflect_padded_slice(waveform: torch.Tensor, start: int, stop: int, pad: int) -> torch.Tensor:
@@ -158,11 +150,12 @@ class Frontend(nn.Module):
     def forward(self, waveform: torch.Tensor, with_power: bool = False):
         """waveform (batch, samples) or (batch, channels, samples) -> normalized log-mel (batch, n_mels, frames),
         and with ``with_power`` also the normalized log power spectrum (batch, n_freqs, frames)."""
-        power = self.power(mono_without_dc(without_overflow(waveform)))
+        scale = overflow_scale(waveform.abs().flatten(1).amax(dim=1))  # 1 unless the clip would overflow
+        power = self.power(mono_without_dc(waveform * scale.view(-1, *[1] * (waveform.dim() - 1))))
         log_mel = self.normalize(self.log_mel(power))
         if not with_power:
             return log_mel
         return log_mel, self.normalize(self.log_power(power))
 
 
-__all__ = ["Frontend", "RunningStats", "mel_filterbank", "mono_without_dc", "num_frames", "without_overflow"]
+__all__ = ["Frontend", "RunningStats", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]
