@@ -34,7 +34,7 @@ from eval.file_hashes import FileHashes
 from eval.tasks import Task, audio_location_problem, path_component_problem
 from hear_embed import atomic_files
 from hear_embed.atomic_files import write_atomically
-from hear_embed.audio_io import AudioReadError, read_audio
+from hear_embed.audio_io import read_audio
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 END_TOLERANCE_MS = 0.0001  # heareval widens each event's end by this much before labelling frames
@@ -251,18 +251,6 @@ class Embedder:
         return embeddings, timestamps
 
 
-def _read_clip(path: Path, sample_rate: int) -> np.ndarray:
-    """(samples,) float32 of a mono file at ``sample_rate``; every error names the file."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise AudioReadError(f"cannot read audio file {path}: {error}") from error
-    if info.samplerate != sample_rate or info.channels != 1:
-        raise AudioReadError(f"audio file {path}: expected mono audio at {sample_rate} Hz, "
-                             f"got {info.channels} channel(s) at {info.samplerate} Hz")
-    return read_audio(path, sample_rate=sample_rate)
-
-
 def _split_plan(task: Task, split: str, split_dir: Path, embedder: Embedder, batch_seconds: float) -> list[list[str]]:
     """The split's batches, fixed at the first run (plan.json, the one place it is read) so a resumed run
     computes the same batches; a finished cache is read without loading the model."""
@@ -280,10 +268,7 @@ def _split_plan(task: Task, split: str, split_dir: Path, embedder: Embedder, bat
 def _embed_batch(task: Task, split: str, names: list[str], embedder: Embedder) -> dict[str, np.ndarray]:
     """Embeddings (and timestamps) of one batch of files; bad audio or output names the files concerned."""
     paths = [task.audio_path(split, name, embedder.sample_rate) for name in names]
-    audio = np.stack([_read_clip(path, embedder.sample_rate) for path in paths])
-    non_finite = [str(path) for path, clip in zip(paths, audio) if not np.isfinite(clip).all()]
-    if non_finite:
-        raise AudioReadError(f"audio file(s) with NaN or Inf samples: {non_finite}")
+    audio = np.stack([read_audio(path, embedder.sample_rate, strict=True, resample=False) for path in paths])
     try:
         embeddings, timestamps = embedder.embed(audio, task.embedding_type)
     except ValueError as error:

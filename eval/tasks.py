@@ -14,6 +14,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from hear_embed.audio_io import wav_header_frames
+
 EMBEDDING_TYPES = ("scene", "event")
 PREDICTION_TYPES = ("multiclass", "multilabel")
 SPLIT_MODES = ("trainvaltest", "new_split_kfold", "presplit_kfold")
@@ -251,30 +253,6 @@ def _label_problems(metadata: dict, vocab: tuple[str, ...], split: str, labels: 
     return problems
 
 
-def _wav_truncation_problem(path: Path) -> str | None:
-    """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds: how many frames the
-    header declares and how many are there (soundfile silently reads only those). None otherwise."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        header = handle.read(12)
-        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-            return None
-        block_align, offset = 0, 12
-        while offset + 8 <= size:
-            handle.seek(offset)
-            chunk_id, chunk_size = handle.read(4), int.from_bytes(handle.read(4), "little")
-            if chunk_id == b"fmt ":
-                block_align = int.from_bytes(handle.read(14)[12:14], "little")
-            elif chunk_id == b"data":
-                available = size - offset - 8
-                if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= available or not block_align:
-                    return None  # 0 / 0xFFFFFFFF: written as a stream, length unknown
-                return (f"truncated wav: the header declares {chunk_size // block_align} frames, "
-                        f"the file holds {available // block_align}")
-            offset += 8 + chunk_size + (chunk_size & 1)
-    return None
-
-
 def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_rate: int) -> list[str]:
     """The audio file ``task_path/<rate>/<split>/<file>``, cheaply (header only): inside the task folder,
     present, non-empty, readable, mono at ``sample_rate``, at least one frame, not truncated."""
@@ -287,7 +265,7 @@ def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_r
         return ["empty file (0 bytes)"]
     try:
         info = sf.info(str(audio))
-        truncation = _wav_truncation_problem(audio)
+        declared = wav_header_frames(audio)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         return [f"unreadable audio ({error})"]
     problems = []
@@ -297,8 +275,8 @@ def _audio_file_problems(task_path: Path, levels: tuple[str, str, str], sample_r
         problems.append(f"{info.channels} channels, expected mono")
     if info.frames == 0:
         problems.append("empty audio (0 samples)")
-    if truncation:
-        problems.append(truncation)
+    if declared is not None and declared > info.frames:  # libsndfile reads only what is there, silently
+        problems.append(f"truncated wav: the header declares {declared} frames, the file holds {info.frames}")
     return problems
 
 

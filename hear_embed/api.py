@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend, encoder_frame_count
+from hear_embed.frontend import Frontend, encoder_frame_count, overflow_scale
 from hear_embed.long_audio import acoustic_hidden
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
@@ -105,7 +105,10 @@ def load_model(model_file_path: str = "", **options) -> HearEmbedModel:
 
 
 def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
-    """Validate a HEAR API batch (n_sounds, n_samples) float32, returning it as a tensor."""
+    """Validate a HEAR API batch (n_sounds, n_samples) float32 and the model, returning the audio as a tensor."""
+    if not isinstance(model, HearEmbedModel):
+        raise TypeError(f"model must be what hear_embed.load_model() returns (a HearEmbedModel), "
+                        f"got {type(model).__name__}")
     if isinstance(audio, np.ndarray):
         audio = torch.from_numpy(audio)
     if not isinstance(audio, torch.Tensor):
@@ -131,11 +134,21 @@ def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
     return audio
 
 
+def without_overflow(audio: torch.Tensor) -> torch.Tensor:
+    """(n, samples) -> the same tensor, or a rescaled copy if a clip is loud enough to overflow float32 power
+    (see :func:`hear_embed.frontend.overflow_scale`); the peak is taken in chunks, never copying the audio."""
+    peak = torch.zeros(audio.shape[0], dtype=audio.dtype, device=audio.device)
+    for chunk in audio.split(1 << 20, dim=1):
+        peak = torch.maximum(peak, chunk.abs().amax(dim=1))
+    scale = overflow_scale(peak)
+    return audio * scale[:, None] if bool((scale != 1).any()) else audio
+
+
 def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """audio (n_sounds, n_samples) float32 at 16 kHz -> embeddings (n, T, D) float32 and timestamps (n, T) in ms,
     on the audio's device."""
     audio = check_audio(audio, model)
-    hidden = acoustic_hidden(model.frontend, model.acoustic_model, audio.to(model.device),
+    hidden = acoustic_hidden(model.frontend, model.acoustic_model, without_overflow(audio.to(model.device)),
                              num_layers=model.options.layer, windows_per_group=model.options.windows_per_group)
     frames = encoder_frame_count(audio.shape[1], model.frontend.config.hop_length)
     timestamps = model.frame_timestamps(frames).repeat(audio.shape[0], 1)

@@ -1,17 +1,18 @@
 """Checkpoint files: reading every layout we accept, finding a module's keys, inferring its config from
 tensor shapes, strict shape checks with clear messages, and writing the project's own format.
 
-Layouts read (always ``torch.load(weights_only=True, map_location="cpu")``: never arbitrary pickle):
-a raw ``state_dict`` (how the authors save), one wrapped under a common key (``state_dict``, ``model``, ...),
+Layouts read (``torch.load(weights_only=True, map_location="cpu")``: never arbitrary pickle): a raw
+``state_dict`` (how the authors save), one wrapped under a common key (``state_dict``, ``model``, ...),
+a pickled whole module (read by :mod:`hear_embed.module_unpickler`, which imports and runs nothing),
 keys under a prefix (``module.``, ``model.``, ``acoustic_model.``, ...), ``.safetensors`` files, and the
 project format written by :func:`save_checkpoint` (config and meta stored next to the weights).
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,9 +20,11 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
+from hear_embed.atomic_files import atomic_path
 from hear_embed.config import (AcousticModelConfig, ClassificationDecoderConfig, TaskModelConfig, TokenizerConfig,
                                config_from_dict)
 from hear_embed.frontend import Frontend
+from hear_embed.module_unpickler import RefusedGlobal, load_pickled_module
 from hear_embed.tokenizer import AcousticTokenizer
 
 FORMAT, FORMAT_VERSION = "hear_embed", 1
@@ -57,12 +60,39 @@ def _is_state_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _load_torch(path: Path):
+def _check_zip_crcs(path: Path) -> None:
+    """torch.load does not check the zip members' CRC-32: a file with flipped bytes would load with other weights."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy (non-zip) format has no checksums
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint file ({error})") from error
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint file: member '{damaged}' fails its CRC-32 check")
+
+
+def _first_line(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _load_torch(path: Path) -> tuple[object, bool]:
+    """(content, whether it was a pickled whole module read by :mod:`hear_embed.module_unpickler`)."""
+    _check_zip_crcs(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... depending on the damage
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint ({reason})") from error
+        weights_only_error = error
+    try:  # a pickled whole module (the reference's classes): rebuilt from stand-ins, nothing imported or run
+        return load_pickled_module(path), True
+    except RefusedGlobal as error:
+        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint; read as a pickled module: "
+                              f"{error}") from error
+    except Exception:
+        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint "
+                              f"({_first_line(weights_only_error)})") from weights_only_error
 
 
 def _load_safetensors(path: Path) -> tuple[dict, dict]:
@@ -78,16 +108,37 @@ def _load_safetensors(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
 
 
+def _header_field(path: Path, header: dict, key: str, decode_json: bool):
+    """A dict field ("config", "meta") of a project-format header, JSON-decoded for safetensors; None if absent."""
+    value = header.get(key)
+    if decode_json and value:
+        try:
+            value = json.loads(value)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: checkpoint metadata field '{key}' is not valid JSON ({error})") from None
+    if value and not isinstance(value, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata field '{key}' must be a dict, "
+                              f"got {type(value).__name__}")
+    return value or None
+
+
 def _project_checkpoint(path: Path, state_dict: dict, header: dict, decode_json: bool) -> Checkpoint:
-    version = int(header.get("format_version", 0))
+    version = header.get("format_version", 0)
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: checkpoint metadata field 'format_version' must be an integer, "
+                              f"got {version!r}") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: hear_embed checkpoint format {version} is newer than this version "
                               f"reads ({FORMAT_VERSION}); upgrade hear_embed")
-    config, meta = header.get("config"), header.get("meta") or {}
-    if decode_json:
-        config, meta = json.loads(config) if config else None, json.loads(meta) if meta else {}
+    kind = header.get("kind")
+    if kind is not None and kind not in KINDS.values():
+        raise CheckpointError(f"{path}: checkpoint metadata field 'kind' must be one of {sorted(KINDS.values())}, "
+                              f"got {kind!r}")
+    config, meta = _header_field(path, header, "config", decode_json), _header_field(path, header, "meta", decode_json)
     suffix = " (safetensors)" if decode_json else ""
-    return Checkpoint(dict(state_dict), f"hear_embed v{version}{suffix}", header.get("kind"), config, meta)
+    return Checkpoint(dict(state_dict), f"hear_embed v{version}{suffix}", kind, config, meta or {})
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -102,7 +153,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not tensors:
             raise CheckpointError(f"{path}: holds no tensors")
         return Checkpoint(tensors, "safetensors")
-    obj = _load_torch(path)
+    obj, pickled_module = _load_torch(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not _is_state_dict(obj.get("state_dict")):
             raise CheckpointError(f"{path}: hear_embed checkpoint without a state_dict of tensors")
@@ -122,6 +173,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         where = f" under {' > '.join(map(repr, wrappers))}" if wrappers else ""
         raise CheckpointError(f"{path}: holds {what}{where}; expected a state_dict (key -> tensor)")
     layout = f"wrapped under {' > '.join(map(repr, wrappers))}" if wrappers else "state_dict"
+    if pickled_module:
+        layout = f"pickled module read without its code, {layout}"
     return Checkpoint(dict(obj), layout)
 
 
@@ -220,8 +273,23 @@ def infer_classifier_configs(state_dict: dict, source: str = "checkpoint"
             _build(ClassificationDecoderConfig, decoder, source))
 
 
+def check_values(expected: dict, state_dict: dict, source: str | Path = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` for the first tensor whose kind (floating point or not) differs from the
+    model's, or that holds NaN or Inf: a float is never silently cast from integers, a NaN never loaded."""
+    for key, ours in expected.items():
+        theirs = state_dict.get(key)
+        if theirs is None:
+            continue
+        if theirs.is_floating_point() != ours.is_floating_point() or theirs.is_complex():
+            raise CheckpointError(f"{source}: key '{key}' has dtype {theirs.dtype} in the file, "
+                                  f"the model expects {ours.dtype}")
+        if theirs.is_floating_point() and not theirs.is_meta and not bool(torch.isfinite(theirs).all()):
+            raise CheckpointError(f"{source}: key '{key}' holds NaN or Inf values")
+
+
 def check_state_dict(model: nn.Module, state_dict: dict, source: str | Path = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` naming the first missing, unexpected and mis-shaped key, if any."""
+    """Raise :class:`CheckpointError` naming the first missing, unexpected and mis-shaped key, if any, then the
+    first tensor of the wrong kind or with non-finite values (:func:`check_values`)."""
     expected = model.state_dict()
     problems = []
     for label, keys in (("missing", [k for k in expected if k not in state_dict]),
@@ -238,6 +306,7 @@ def check_state_dict(model: nn.Module, state_dict: dict, source: str | Path = "c
         config = getattr(model, "config", None)
         raise CheckpointError(f"{source}: checkpoint does not fit {type(model).__name__}"
                               f"{f'({config})' if config else ''}: " + "; ".join(problems))
+    check_values(expected, state_dict, source)
 
 
 def drop_preprocessor_buffers(state_dict: dict, frontend: Frontend, source: str | Path = "checkpoint") -> dict:
@@ -278,22 +347,15 @@ def save_checkpoint(model: AcousticModel | AcousticTokenizer, path: str | Path, 
         raise ValueError(f"save_checkpoint saves an AcousticModel or AcousticTokenizer, got {type(model).__name__}")
     _check_plain(meta)
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
-            save_file(state_dict, temp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                                  "kind": kind, "config": json.dumps(asdict(model.config)),
-                                                  "meta": json.dumps(meta)})
+            save_file(state_dict, str(temporary),
+                      metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind,
+                                "config": json.dumps(asdict(model.config)), "meta": json.dumps(meta)})
         else:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
-                        "config": asdict(model.config), "state_dict": state_dict, "meta": meta}, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+                        "config": asdict(model.config), "state_dict": state_dict, "meta": meta}, temporary)
     return path
 
 

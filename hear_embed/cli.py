@@ -2,24 +2,27 @@
 
 ``embed`` writes one ``<out>/<name>.npz`` per input file (``name`` = the file's path relative to the folder it was
 found in, extension kept, e.g. ``out/speaker1/a.wav.npz``) holding ``embedding`` (T, D) float32,
-``timestamps`` (T,) float32 in ms, and with ``--scene`` also ``scene`` (D_scene,). Files whose output already
-exists are skipped, so an interrupted run resumes where it stopped.
+``timestamps`` (T,) float32 in ms, with ``--scene`` also ``scene`` (D_scene,), and the run's record: the SHA-256
+of the weights' tensors and the model options. An output that is complete and holds the same record is skipped,
+so an interrupted run resumes where it stopped; one made with other weights or options, or damaged, is redone.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
-import os
 import sys
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from hear_embed.audio_io import AudioReadError, find_audio_files, read_audio
+from hear_embed.atomic_files import write_atomically
+from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
 
 SUBCOMMANDS = ("embed", "info", "export")
 
@@ -34,31 +37,41 @@ def parse_model_options(text: str) -> dict:
     return options
 
 
-def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file in the same folder, so ``path`` is complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state_dict (names, dtypes, shapes and bytes): the weights' identity by content."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
 
 
-def is_done(path: Path, scene: bool) -> bool:
-    """An output exists (and holds the scene embedding when one is asked for)."""
+def run_record(model, scene: bool) -> dict[str, np.ndarray]:
+    """What an output file records of how it was made (weights by content, options); a file whose record
+    differs is redone."""
+    options = json.dumps(dataclasses.asdict(model.options), sort_keys=True)
+    return {"weights_sha256": np.array(weights_fingerprint(model.acoustic_model)), "options": np.array(options),
+            "scene_pooling": np.array(model.options.scene_pooling if scene else "")}
+
+
+def is_done(path: Path, record: dict[str, np.ndarray]) -> bool:
+    """``path`` is a complete, readable output made with the same weights and options (a damaged file is not)."""
     if not path.exists():
         return False
-    if not scene:
-        return True
-    with np.load(path) as data:
-        return "scene" in data.files
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}  # reading every member checks its zip CRC
+    except Exception as error:  # damaged: truncated, not a zip, bad CRC, pickled object arrays
+        tqdm.write(f"hear-embed: {path} is damaged ({type(error).__name__}: {error}); redoing it", file=sys.stderr)
+        return False
+    if any(key not in arrays or str(arrays[key]) != str(value) for key, value in record.items()):
+        return False
+    return all(key in arrays and np.isfinite(arrays[key]).all() for key in ("embedding", "timestamps"))
 
 
 def embed_file(file: Path, model, scene: bool) -> dict[str, np.ndarray]:
-    """The arrays written for one audio file."""
+    """The arrays written for one audio file; non-finite embeddings are an error, never written."""
     from hear_embed.api import get_timestamp_embeddings, pool_frames
 
     audio = torch.from_numpy(read_audio(file, model.sample_rate))[None].to(model.device)
@@ -69,47 +82,88 @@ def embed_file(file: Path, model, scene: bool) -> dict[str, np.ndarray]:
     arrays = {"embedding": embedding[0].cpu().numpy(), "timestamps": timestamps[0].cpu().numpy()}
     if scene:
         arrays["scene"] = pool_frames(embedding, model.options.scene_pooling)[0].cpu().numpy()
+    if not all(np.isfinite(array).all() for array in arrays.values()):
+        raise AudioReadError(f"cannot embed {file}: the model gave NaN or Inf embeddings; nothing written")
     return arrays
+
+
+@contextlib.contextmanager
+def printed_warnings():
+    """Warnings raised in the block (every AudioWarning, not once per place) printed as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                tqdm.write(f"hear-embed: warning: {warning.message}", file=sys.stderr)
+
+
+def check_device(device: str) -> None:
+    """Raise ValueError in one line if torch cannot use ``device``."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"device {device!r} is not available here ({reason})") from None
 
 
 def run_embed(args: argparse.Namespace) -> int:
     from hear_embed.api import load_model
 
     try:
-        files = find_audio_files(args.paths)
+        with printed_warnings():
+            files = find_audio_files(args.paths)
     except (FileNotFoundError, ValueError) as error:
         print(f"hear-embed: {error}", file=sys.stderr)
         return 2
+    if not files:
+        print(f"hear-embed: nothing to embed: no audio files in {', '.join(map(str, args.paths))}", file=sys.stderr)
+        return 1
+    check_device(args.device)
+    model = load_model(args.weights or "", **args.model_options)
+    record = run_record(model, args.scene)
+    model = model.to(args.device)
     out = Path(args.out)
     todo = [(file, out / f"{name}.npz") for file, name in files]
-    todo = [(file, target) for file, target in todo if not is_done(target, args.scene)]
+    todo = [(file, target) for file, target in todo if not is_done(target, record)]
     print(f"{len(files)} audio file(s), {len(files) - len(todo)} already done, {len(todo)} to embed", file=sys.stderr)
-    if not todo:
-        return 0
-    model = load_model(args.weights or "", **args.model_options).to(args.device)
     failed = 0
     for file, target in tqdm(todo, desc="embedding", unit="file", file=sys.stderr):
         try:
-            arrays = embed_file(file, model, args.scene)
+            with printed_warnings():
+                arrays = embed_file(file, model, args.scene)
         except AudioReadError as error:
             failed += 1
             tqdm.write(f"hear-embed: {error}", file=sys.stderr)
             continue
-        save_npz_atomically(target, **arrays)
+        write_atomically(target, lambda out_file: np.savez(out_file, **arrays, **record))
     if failed:
         print(f"hear-embed: {failed} of {len(todo)} file(s) failed (named above)", file=sys.stderr)
         return 1
     return 0
 
 
+def _without_absolute_paths(value, root: Path):
+    """``value`` (JSON-like) with absolute paths shown relative to ``root`` when inside it, else by file name."""
+    if isinstance(value, dict):
+        return {key: _without_absolute_paths(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_absolute_paths(item, root) for item in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute():
+        path = Path(value)
+        return str(path.relative_to(root)) if path.is_relative_to(root) else f".../{path.name}"
+    return value
+
+
 def run_info(args: argparse.Namespace) -> int:
     from hear_embed.weights import load_acoustic_model
 
     model, info = load_acoustic_model(args.weights)
-    details = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(vars(info))
+    details = dataclasses.asdict(info)
     details["parameters"] = sum(parameter.numel() for parameter in model.parameters())
-    details["license"] = details.get("meta", {}).get("license", "not recorded for this source")
-    print(json.dumps(details, indent=2, default=str))
+    shown = {**_without_absolute_paths(details, Path(__file__).resolve().parent.parent), "source": info.source}
+    print(json.dumps(shown, indent=2, default=str))
     return 0
 
 

@@ -16,6 +16,9 @@ from torch import nn
 from hear_embed.config import FrontendConfig
 
 
+MAX_SAFE_PEAK = 2.0 ** 40  # sample magnitude above which :func:`overflow_scale` rescales a clip
+
+
 def hz_to_mel(freq: float) -> float:
     return 2595.0 * math.log10(1.0 + freq / 700.0)
 
@@ -52,6 +55,15 @@ def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
         waveform = waveform.unsqueeze(1)
     waveform = waveform - waveform.mean(dim=-1, keepdim=True)
     return waveform.mean(dim=1)
+
+
+def overflow_scale(peak: torch.Tensor) -> torch.Tensor:
+    """(batch,) peak sample magnitude -> (batch,) factor: 1, or for a clip louder than ``MAX_SAFE_PEAK`` the power
+    of two (exact in floating point) that brings its peak to at most 1. Its float32 power spectrum would overflow
+    to Inf (from a peak of about 3e16) and the normalized spectra to NaN; a normalized log spectrum does not
+    depend on the scale but through ``eps``, negligible at such levels. Branch-free, so it can be exported."""
+    exponent = torch.where(peak > MAX_SAFE_PEAK, torch.ceil(torch.log2(peak.double())), 0.0)
+    return torch.exp2(-exponent).to(peak.dtype)
 
 
 def reflect_padded_slice(waveform: torch.Tensor, start: int, stop: int, pad: int) -> torch.Tensor:
@@ -143,11 +155,12 @@ class Frontend(nn.Module):
     def forward(self, waveform: torch.Tensor, with_power: bool = False):
         """waveform (batch, samples) or (batch, channels, samples) -> normalized log-mel (batch, n_mels, frames),
         and with ``with_power`` also the normalized log power spectrum (batch, n_freqs, frames)."""
-        power = self.power(mono_without_dc(waveform))
+        scale = overflow_scale(waveform.abs().flatten(1).amax(dim=1))  # 1 unless the clip would overflow
+        power = self.power(mono_without_dc(waveform * scale.view(-1, *[1] * (waveform.dim() - 1))))
         log_mel = self.normalize(self.log_mel(power))
         if not with_power:
             return log_mel
         return log_mel, self.normalize(self.log_power(power))
 
 
-__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "mel_filterbank", "mono_without_dc", "num_frames"]
+__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]
