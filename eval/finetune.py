@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -21,10 +20,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from eval.probe import split_arrangements
-from eval.report import write_scores_csv
+from eval.probe import aggregate_folds, split_arrangements
+from eval.run import RunSpec, ScoreRow, require_device, write_scores
 from eval.score import maximize, scene_score
 from eval.tasks import Task, find_tasks, validate_task
+from hear_embed.atomic_files import write_json_atomically
 from hear_embed.audio_io import read_audio
 from hear_embed.config import ClassificationDecoderConfig, TaskModelConfig
 from hear_embed.heads import HEARClassifier
@@ -156,13 +156,13 @@ def finetune_task(task: Task, args) -> dict:
         result = finetune_arrangement(task, data, arrangement, args, seed=args.seed * 1000 + index)
         fold_scores[arrangement["test"][0]] = result["scores"]
         details[arrangement["test"][0]] = {"validation_score": result["validation_score"], "best_epoch": result["best_epoch"]}
-    values = [scores[task.primary_metric] for scores in fold_scores.values()]
-    return {"fold_scores": fold_scores, "details": details, "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+    mean, std = aggregate_folds(task, fold_scores)
+    return {"fold_scores": fold_scores, "details": details, "mean": mean, "std": std,
             "validation_score": float(np.mean([d["validation_score"] for d in details.values()]))}
 
 
 def run(args) -> int:
+    require_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     folders = find_tasks(args.tasks_dir, args.tasks)
@@ -173,21 +173,18 @@ def run(args) -> int:
             print(f"skipping {task.name}: {task.embedding_type}/{task.prediction_type} (fine-tuning needs scene/multiclass)")
     if not eligible:
         raise ValueError(f"no scene/multiclass task in {args.tasks_dir}")
-    label = args.label or f"hear_embed[{args.weights}] finetune"
+    spec = RunSpec(model="hear_embed", weights=args.weights, tasks_dir=args.tasks_dir, out=args.out, grid="",
+                   options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr},
+                   device=args.device, seed=args.seed, label=args.label or f"hear_embed[{args.weights}] finetune",
+                   progress=not args.no_progress)
     rows = []
     for task in eligible:
         start = time.perf_counter()
         result = finetune_task(task, args)
-        seconds = time.perf_counter() - start
-        (args.out / "tasks").mkdir(parents=True, exist_ok=True)
-        (args.out / "tasks" / f"{task.path.name}.json").write_text(json.dumps(result, indent=1))
-        rows.append({"model": "hear_embed", "weights": args.weights, "options": json.dumps(
-            {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr}, sort_keys=True),
-            "label": label, "task": task.name, "metric": task.primary_metric, "score": result["mean"], "std": result["std"],
-            "split": "test" if list(result["fold_scores"]) == ["test"] else "mean over test folds",
-            "n_folds": len(result["fold_scores"]), "validation_score": result["validation_score"], "protocol": "finetune",
-            "grid": "", "seed": args.seed, "embed_seconds": 0.0, "probe_seconds": round(seconds, 2),
-            "all_scores": json.dumps(result["fold_scores"], sort_keys=True)})
-        print(f"{label}\t{task.name}\t{task.primary_metric}\t{result['mean']:.4f} ± {result['std']:.4f}")
-    write_scores_csv(args.out / "scores.csv", rows)
+        result.update(task=task.name, primary_metric=task.primary_metric, protocol="finetune",
+                      probe_seconds=time.perf_counter() - start)
+        write_json_atomically(args.out / "tasks" / f"{task.path.name}.json", result)
+        rows.append(ScoreRow.from_result(spec, result))
+        print(f"{spec.display_label}\t{task.name}\t{task.primary_metric}\t{result['mean']:.4f} ± {result['std']:.4f}")
+    write_scores(args.out / "scores.csv", rows)
     return 0

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ["model", "weights", "options", "params_millions", "label", "task", "metric", "score", "std", "split", "n_folds",
-                 "validation_score", "protocol", "grid", "seed", "embed_seconds", "probe_seconds", "all_scores"]
+from eval.run import ScoreRow
+from hear_embed.atomic_files import write_bytes_atomically, write_text_atomically
+
+SCORE_COLUMNS = ScoreRow.columns()  # the columns of a run's scores.csv (written by eval.run.write_scores)
 EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
 
 
@@ -43,19 +45,6 @@ def machine_description() -> str:
 def provenance(command: str) -> dict[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return {"command": command, "date": now, "machine": machine_description()}
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
-def write_scores_csv(path: str | Path, rows: list[dict]) -> None:
-    """One run's ``scores.csv`` (one row per task, columns :data:`SCORE_COLUMNS`), written atomically."""
-    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    _write_text_atomically(Path(path), frame.to_csv(index=False))
 
 
 def read_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -209,10 +198,7 @@ def _stamp_and_save(figure, path: Path, stamp: dict[str, str]) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_bytes(buffer.getvalue())
-    os.replace(temp, path)
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, name: str = "comparison") -> list[Path]:
@@ -227,10 +213,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, 
     written = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}_scores.png"]
     markdown = f"# {name}: primary test scores\n\n" + "".join(f"- {line}\n" for line in header)
     markdown += f"\nRows: task (primary metric); columns: model.\n\n{_markdown(table)}\n"
-    _write_text_atomically(written[0], markdown)
+    write_text_atomically(written[0], markdown)
     columns = ["label", "model", "weights", "options", "params_millions", "task", "metric", "score", "std", "split", "n_folds",
                "n_seeds", "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
-    _write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
+    write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
     plot_scores(scores, written[2], stamp)
     efficiency = out_dir / EFFICIENCY_FILE
     gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"
