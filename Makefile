@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# torch's CPU-only wheels (PyPI's default torch for Linux bundles CUDA); an extra index, so PyPI serves the rest
+# torch's CPU-only wheels (PyPI's default torch for Linux bundles CUDA); an extra index, so PyPI serves the rest.
+# Where it cannot be reached (an offline mirror), pip's configured indexes are used alone (saying so).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_OPTION = $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)', timeout=5)" \
+	2>/dev/null && echo --extra-index-url $(TORCH_INDEX) || echo >&2 "$(TORCH_INDEX) unreachable: torch from pip's configured indexes")
 
 .PHONY: demo results test install-paths venv clean tiny-checkpoint
 
@@ -16,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX_OPTION)
 	$(PY) -m pip install -q -e ".[dev,eval,onnx,baselines,safetensors]"
 	$(PY) -m pip install -q tensorflow-cpu==2.21.0 "pytorch-lightning==1.9.5" "setuptools<82" \
 		intervaltree more-itertools python-slugify torchinfo click

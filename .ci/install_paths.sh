@@ -12,13 +12,18 @@ TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 AUDIO="$REPO/tests/fixtures/audio/0_george_2.wav"
+TORCH_INDEX_OPTION=(--extra-index-url "$TORCH_INDEX")
+if ! "$PYTHON" -c "import sys, urllib.request as r; r.urlopen(sys.argv[1], timeout=5)" "$TORCH_INDEX" 2>/dev/null; then
+    echo "== install paths: $TORCH_INDEX unreachable: torch from pip's configured indexes" >&2
+    TORCH_INDEX_OPTION=()
+fi
 
 step() { echo "== install paths: $*" >&2; }
 
 fresh_venv() {  # fresh_venv NAME: a new virtualenv with torch from the CPU index; prints its bin folder
     "$PYTHON" -m venv "$WORK/$1"
     "$WORK/$1/bin/python" -m pip install -q --upgrade pip >&2
-    "$WORK/$1/bin/python" -m pip install -q torch==2.13.0 --extra-index-url "$TORCH_INDEX" >&2
+    "$WORK/$1/bin/python" -m pip install -q torch==2.13.0 "${TORCH_INDEX_OPTION[@]}" >&2
     echo "$WORK/$1/bin"
 }
 

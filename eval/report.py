@@ -122,15 +122,16 @@ def plot_scores(scores: pd.DataFrame, path: Path, stamp: dict[str, str]) -> None
     tasks = list(dict.fromkeys(scores["task"]))
     labels = list(dict.fromkeys(scores["label"]))
     width = 0.8 / len(labels)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.8 * len(tasks)), 4.5))
+    figure, axes = plt.subplots(figsize=(max(7.0, 1.6 * len(tasks) + 3.5), 5.0), layout="constrained")
     for k, label in enumerate(labels):
         rows = scores[scores["label"] == label].set_index("task").reindex(tasks)
         axes.bar(np.arange(len(tasks)) + (k - (len(labels) - 1) / 2) * width, rows["score"], width,
                  yerr=rows["std"].where((rows["n_folds"] > 1) | (rows["n_seeds"] > 1)), label=label, capsize=2)
     metrics = scores.drop_duplicates("task").set_index("task")["metric"].reindex(tasks)
-    axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8)
+    axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8, rotation=20,
+                    ha="right", rotation_mode="anchor")
     axes.set_ylabel("primary test score")
-    axes.set_title(_settings_line(scores), fontsize=8)
+    _title(figure, _settings_line(scores))
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _stamp_and_save(figure, path, stamp)
 
@@ -175,7 +176,7 @@ def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Pa
     points = gmacs_points(scores, efficiency, gmacs_column)
     if not points:
         return False
-    figure, axes = plt.subplots(figsize=(6, 4.5))
+    figure, axes = plt.subplots(figsize=(7, 5), layout="constrained")
     for label, x, y in points:
         axes.scatter(x, y)
         axes.annotate(label, (x, y), fontsize=8)
@@ -184,15 +185,24 @@ def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Pa
     note = f"\nno matching {EFFICIENCY_FILE} row (other size or not benchmarked): {', '.join(missing)}" if missing else ""
     axes.set_xlabel(f"GMACs ({gmacs_column}, from {EFFICIENCY_FILE}){note}", fontsize=8)
     axes.set_ylabel("mean primary test score over tasks")
-    axes.set_title(_settings_line(scores), fontsize=8)
+    _title(figure, _settings_line(scores))
     _stamp_and_save(figure, path, stamp)
     return True
 
 
+def _wrap(text: str, figure, points: float) -> str:
+    """``text`` broken into lines that fit the figure's width at font size ``points``."""
+    return "\n".join(textwrap.wrap(text, width=int(figure.get_figwidth() * 120 / points)))
+
+
+def _title(figure, text: str) -> None:
+    figure.suptitle(_wrap(text, figure, 8), fontsize=8)
+
+
 def _stamp_and_save(figure, path: Path, stamp: dict[str, str]) -> None:
-    text = "\n".join(textwrap.wrap(stamp["command"], width=160)) + f"\n{stamp['date']} — {stamp['machine']}"
-    figure.text(0.01, 0.005, text, fontsize=6, va="bottom")
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    """Stamp the command, date and machine under a constrained-layout figure and write the PNG atomically."""
+    text = _wrap(stamp["command"], figure, 6) + "\n" + _wrap(f"{stamp['date']} — {stamp['machine']}", figure, 6)
+    figure.supxlabel(text, fontsize=6, x=0.01, ha="left")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, metadata={k.capitalize(): v for k, v in stamp.items()})
     import matplotlib.pyplot as plt

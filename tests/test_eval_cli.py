@@ -168,3 +168,29 @@ def test_runs_differing_only_in_probe_seed_are_averaged(tmp_path):
     assert "mean ± sample std over N probe seeds" in markdown
     with pytest.raises(ValueError, match="same model label, task and probe seed"):
         read_runs([runs[0], runs[0]])
+
+
+@pytest.mark.parametrize("n_models", [1, 5])
+def test_score_plot_keeps_title_and_labels_inside_and_apart(n_models, monkeypatch):
+    """The demo plot's title is not clipped and its task labels do not overlap (long metric names included)."""
+    from eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "_stamp_and_save", lambda figure, path, stamp: figures.append(figure))
+    tasks = [("fsdd_digits", "top1_acc"), ("fsdd_events", "event_onset_200ms_fms"),
+             ("fsdd_speakers", "top1_acc"), ("synth_pitch", "pitch_acc")]
+    scores = pd.DataFrame([{"label": f"model number {k} with a long name", "task": task, "metric": metric,
+                            "score": 0.5, "std": 0.1, "n_folds": 1, "n_seeds": 3, "protocol": "heareval-mlp",
+                            "grid": "fast"} for k in range(n_models) for task, metric in tasks])
+    report.plot_scores(scores, None, {})
+    figure = figures[0]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    inside = figure.bbox
+    title = figure._suptitle.get_window_extent(renderer)
+    assert inside.x0 <= title.x0 and title.x1 <= inside.x1 and title.y1 <= inside.y1
+    labels = [label.get_window_extent(renderer) for label in figure.axes[0].get_xticklabels()]
+    assert len(labels) == 4 and all(inside.x0 <= box.x0 and box.y0 >= inside.y0 for box in labels)
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    legend = figure.axes[0].get_legend().get_window_extent(renderer)
+    assert legend.x1 <= inside.x1
