@@ -194,3 +194,13 @@ def test_score_plot_keeps_title_and_labels_inside_and_apart(n_models, monkeypatc
     assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
     legend = figure.axes[0].get_legend().get_window_extent(renderer)
     assert legend.x1 <= inside.x1
+
+
+@pytest.mark.parametrize("kfold", [False, True])
+def test_fold_progress_bar_only_when_there_are_folds_to_retrain(kfold, capsys):
+    from eval import synthetic
+    from eval.probe import evaluate_task
+
+    task = synthetic.scene_task(kfold=kfold)
+    evaluate_task(task, synthetic.scene_features(task), grid="faster", n_grid_points=1, progress=True)
+    assert ("folds" in capsys.readouterr().err) == kfold  # no empty "folds: 0it" bar for train/valid/test
