@@ -1,9 +1,10 @@
-"""``python -m eval``: run end to end on the tiny mini-suite, resume after a kill, tables, help and errors."""
+"""``hear-eval`` / ``python -m eval``: run end to end on the tiny mini-suite, resume after a kill, tables, help and errors."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -204,3 +205,30 @@ def test_fold_progress_bar_only_when_there_are_folds_to_retrain(kfold, capsys):
     task = synthetic.scene_task(kfold=kfold)
     evaluate_task(task, synthetic.scene_features(task), grid="faster", n_grid_points=1, progress=True)
     assert ("folds" in capsys.readouterr().err) == kfold  # no empty "folds: 0it" bar for train/valid/test
+
+
+@pytest.mark.parametrize("argv, default_out", [
+    (["run", "--model", "m", "--tasks-dir", "t"], "runs/m"),
+    (["run", "--model", "m", "--weights", "tiny", "--tasks-dir", "t"], "runs/m_tiny"),
+    (["table", "r"], "runs/tables"),
+    (["demo"], "runs/demo"),
+])
+def test_outputs_default_to_runs_in_the_current_directory(argv, default_out):
+    """Nothing goes into the repository's results/ unless asked: defaults are relative paths under runs/."""
+    args = cli.build_parser(argv[0]).parse_args(argv)
+    out = cli.run_spec(args).out if argv[0] == "run" else args.out
+    assert out == Path(default_out) and not out.is_absolute()
+
+
+@pytest.mark.parametrize("command, shown", [("run", "(default: default)"), ("demo", "(default: runs/demo)"),
+                                            ("table", "(default: runs/tables)")])
+def test_help_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert shown in " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_subcommand_is_still_wired(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0 and "usage: hear-eval bench" in capsys.readouterr().out
