@@ -20,6 +20,7 @@ from pathlib import Path
 from eval.report import write_report
 from eval.run import DEFAULT_RUNS, GRIDS, RunError, RunSpec, require_device, run, slug
 from hear_embed.cli import parse_model_options
+
 LAZY_COMMANDS = {"bench": ("eval.bench", "efficiency benchmark: parameters, GMACs, real-time factor"),
                  "finetune": ("eval.finetune", "the paper's fine-tuning protocol on a task")}
 
@@ -57,8 +58,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """The :class:`RunSpec` of ``run``'s command-line arguments."""
     return RunSpec(model=args.model, weights=args.weights, options=args.model_options, tasks_dir=args.tasks_dir,
-                   tasks=args.tasks, out=args.out, grid=args.grid,
-                   device=args.device, seed=args.seed,
+                   tasks=args.tasks, out=args.out, grid=args.grid, device=args.device, seed=args.seed,
                    cache_dir=args.cache_dir, batch_seconds=args.batch_seconds, label=args.label,
                    progress=not args.no_progress)
 
@@ -69,14 +69,14 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def table(args) -> int:
+def table(args: argparse.Namespace) -> int:
     written = write_report(args.run_dirs, args.out, command=args.command_line, name=args.name)
     print(Path(written[0]).read_text())
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
 
-def _demo_models(args) -> list[tuple[str, str, str | None]]:
+def _demo_models(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     """(label, module, weights) of the demo's models; skipped ones are announced."""
     from hear_embed import weights as hear_weights
 
@@ -98,7 +98,7 @@ def _demo_models(args) -> list[tuple[str, str, str | None]]:
     return models
 
 
-def demo(args) -> int:
+def demo(args: argparse.Namespace) -> int:
     """Build the mini-suite, evaluate the bundled models with the fast grid, write tables and plots."""
     from eval.suites.mini import build_mini_suite
 
