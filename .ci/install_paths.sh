@@ -61,10 +61,11 @@ harness() {
     local bin
     bin="$(fresh_venv harness)"
     "$bin/python" -m pip install -q "$WHEEL[eval]"
-    "$bin/python" -c "
+    local suite
+    suite="$("$bin/python" -c "
 from eval.suites.mini import build_mini_suite
-print(build_mini_suite('suite', size='tiny', tasks=['fsdd_digits', 'fsdd_events']))"
-    "$bin/hear-eval" run --model hear_embed --weights tiny --tasks-dir suite --tasks fsdd_digits fsdd_events \
+print(build_mini_suite('suite', size='tiny', tasks=['fsdd_digits', 'fsdd_events']))")"
+    "$bin/hear-eval" run --model hear_embed --weights tiny --tasks-dir "$suite" --tasks fsdd_digits fsdd_events \
         --out run --grid faster --no-progress
     "$bin/python" -c "
 import pandas as pd
