@@ -22,6 +22,7 @@ step() { echo "== install paths: $*" >&2; }
 
 fresh_venv() {  # fresh_venv NAME: a new virtualenv with torch from the CPU index; prints its bin folder
     "$PYTHON" -m venv "$WORK/$1"
+    "$WORK/$1/bin/python" -m pip install -q --upgrade pip >&2
     "$WORK/$1/bin/python" -m pip install -q torch==2.13.0 "${TORCH_INDEX_OPTION[@]}" >&2
     echo "$WORK/$1/bin"
 }
