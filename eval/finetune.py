@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.probe import split_arrangements
-from eval.report import write_scores_csv
+from eval.probe import aggregate_folds, split_arrangements
+from eval.run import RunSpec, ScoreRow, write_scores
 from eval.score import maximize, scene_score
 from eval.tasks import Task, find_tasks, validate_task
 from hear_embed.atomic_files import write_json_atomically
@@ -134,9 +133,8 @@ def finetune_task(task: Task, args, sections: dict) -> dict | None:
             return None
         fold_scores[arrangement["test"][0]] = result["scores"]
         details[arrangement["test"][0]] = {"validation_score": result["validation_score"], "best_epoch": result["best_epoch"]}
-    values = [scores[task.primary_metric] for scores in fold_scores.values()]
-    return {"fold_scores": fold_scores, "details": details, "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+    mean, std = aggregate_folds(task, fold_scores)
+    return {"fold_scores": fold_scores, "details": details, "mean": mean, "std": std,
             "validation_score": float(np.mean([d["validation_score"] for d in details.values()]))}
 
 
@@ -154,7 +152,10 @@ def run(args) -> int:
             print(f"skipping {task.name}: {task.embedding_type}/{task.prediction_type} (fine-tuning needs scene/multiclass)")
     if not eligible:
         raise ValueError(f"no scene/multiclass task in {args.tasks_dir}")
-    label = args.label or f"hear_embed[{args.weights}] finetune"
+    spec = RunSpec(model="hear_embed", weights=args.weights, tasks_dir=args.tasks_dir, out=args.out, grid="",
+                   options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr},
+                   device=args.device, seed=args.seed, label=args.label or f"hear_embed[{args.weights}] finetune",
+                   progress=not args.no_progress)
     rows = []
     for task in eligible:
         start = time.perf_counter()
@@ -167,16 +168,10 @@ def run(args) -> int:
             print(f"{task.name}: stopped before the end (train.max_wall_seconds or train.stop_after_steps); "
                   "rerun the same command to resume", file=sys.stderr)
             return 1
-        seconds = time.perf_counter() - start
+        result.update(task=task.name, primary_metric=task.primary_metric, protocol="finetune",
+                      probe_seconds=time.perf_counter() - start)
         write_json_atomically(args.out / "tasks" / f"{task.path.name}.json", result)
-        options = {"epochs": sections["finetune"].epochs, "batch_size": sections["train"].micro_batch,
-                   "lr": sections["train"].learning_rate, "head_lr": sections["finetune"].head_learning_rate}
-        rows.append({"model": "hear_embed", "weights": args.weights, "options": json.dumps(options, sort_keys=True),
-            "label": label, "task": task.name, "metric": task.primary_metric, "score": result["mean"], "std": result["std"],
-            "split": "test" if list(result["fold_scores"]) == ["test"] else "mean over test folds",
-            "n_folds": len(result["fold_scores"]), "validation_score": result["validation_score"], "protocol": "finetune",
-            "grid": "", "seed": sections["train"].seed, "embed_seconds": 0.0, "probe_seconds": round(seconds, 2),
-            "all_scores": json.dumps(result["fold_scores"], sort_keys=True)})
-        print(f"{label}\t{task.name}\t{task.primary_metric}\t{result['mean']:.4f} ± {result['std']:.4f}")
-    write_scores_csv(args.out / "scores.csv", rows)
+        rows.append(ScoreRow.from_result(spec, result))
+        print(f"{spec.display_label}\t{task.name}\t{task.primary_metric}\t{result['mean']:.4f} ± {result['std']:.4f}")
+    write_scores(args.out / "scores.csv", rows)
     return 0

@@ -302,7 +302,8 @@ def _evaluate(task, features, grid, device, seed, progress, n_grid_points) -> Ta
     best_fit, best_index = candidates[0]
     conf = confs[best_index]
     fits.append(best_fit)
-    for fold, arrangement in enumerate(tqdm(arrangements[1:], desc=f"{task.name} folds", disable=not progress), 1):
+    for fold, arrangement in enumerate(tqdm(arrangements[1:], desc=f"{task.name} folds",
+                                            disable=not progress or len(arrangements) < 2), 1):
         fold_train = concat_features(fold_features(features, arrangement["train"], task))
         fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
         fold_seed = seed * 100_003 + 1000 * fold + best_index

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ["model", "weights", "options", "params_millions", "label", "task", "metric", "score", "std", "split", "n_folds",
-                 "validation_score", "protocol", "grid", "seed", "embed_seconds", "probe_seconds", "all_scores"]
+from eval.run import ScoreRow
+from hear_embed.atomic_files import write_bytes_atomically, write_text_atomically
+
+SCORE_COLUMNS = ScoreRow.columns()  # the columns of a run's scores.csv (written by eval.run.write_scores)
 EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
 
 
@@ -43,19 +45,6 @@ def machine_description() -> str:
 def provenance(command: str) -> dict[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return {"command": command, "date": now, "machine": machine_description()}
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
-def write_scores_csv(path: str | Path, rows: list[dict]) -> None:
-    """One run's ``scores.csv`` (one row per task, columns :data:`SCORE_COLUMNS`), written atomically."""
-    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    _write_text_atomically(Path(path), frame.to_csv(index=False))
 
 
 def read_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -133,15 +122,16 @@ def plot_scores(scores: pd.DataFrame, path: Path, stamp: dict[str, str]) -> None
     tasks = list(dict.fromkeys(scores["task"]))
     labels = list(dict.fromkeys(scores["label"]))
     width = 0.8 / len(labels)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.8 * len(tasks)), 4.5))
+    figure, axes = plt.subplots(figsize=(max(7.0, 1.6 * len(tasks) + 3.5), 5.0), layout="constrained")
     for k, label in enumerate(labels):
         rows = scores[scores["label"] == label].set_index("task").reindex(tasks)
         axes.bar(np.arange(len(tasks)) + (k - (len(labels) - 1) / 2) * width, rows["score"], width,
                  yerr=rows["std"].where((rows["n_folds"] > 1) | (rows["n_seeds"] > 1)), label=label, capsize=2)
     metrics = scores.drop_duplicates("task").set_index("task")["metric"].reindex(tasks)
-    axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8)
+    axes.set_xticks(np.arange(len(tasks)), [f"{t}\n({m})" for t, m in metrics.items()], fontsize=8, rotation=20,
+                    ha="right", rotation_mode="anchor")
     axes.set_ylabel("primary test score")
-    axes.set_title(_settings_line(scores), fontsize=8)
+    _title(figure, _settings_line(scores))
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _stamp_and_save(figure, path, stamp)
 
@@ -186,7 +176,7 @@ def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Pa
     points = gmacs_points(scores, efficiency, gmacs_column)
     if not points:
         return False
-    figure, axes = plt.subplots(figsize=(6, 4.5))
+    figure, axes = plt.subplots(figsize=(7, 5), layout="constrained")
     for label, x, y in points:
         axes.scatter(x, y)
         axes.annotate(label, (x, y), fontsize=8)
@@ -195,24 +185,30 @@ def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Pa
     note = f"\nno matching {EFFICIENCY_FILE} row (other size or not benchmarked): {', '.join(missing)}" if missing else ""
     axes.set_xlabel(f"GMACs ({gmacs_column}, from {EFFICIENCY_FILE}){note}", fontsize=8)
     axes.set_ylabel("mean primary test score over tasks")
-    axes.set_title(_settings_line(scores), fontsize=8)
+    _title(figure, _settings_line(scores))
     _stamp_and_save(figure, path, stamp)
     return True
 
 
+def _wrap(text: str, figure, points: float) -> str:
+    """``text`` broken into lines that fit the figure's width at font size ``points``."""
+    return "\n".join(textwrap.wrap(text, width=int(figure.get_figwidth() * 120 / points)))
+
+
+def _title(figure, text: str) -> None:
+    figure.suptitle(_wrap(text, figure, 8), fontsize=8)
+
+
 def _stamp_and_save(figure, path: Path, stamp: dict[str, str]) -> None:
-    text = "\n".join(textwrap.wrap(stamp["command"], width=160)) + f"\n{stamp['date']} — {stamp['machine']}"
-    figure.text(0.01, 0.005, text, fontsize=6, va="bottom")
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    """Stamp the command, date and machine under a constrained-layout figure and write the PNG atomically."""
+    text = _wrap(stamp["command"], figure, 6) + "\n" + _wrap(f"{stamp['date']} — {stamp['machine']}", figure, 6)
+    figure.supxlabel(text, fontsize=6, x=0.01, ha="left")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, metadata={k.capitalize(): v for k, v in stamp.items()})
     import matplotlib.pyplot as plt
 
     plt.close(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_bytes(buffer.getvalue())
-    os.replace(temp, path)
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, name: str = "comparison") -> list[Path]:
@@ -227,10 +223,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, 
     written = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}_scores.png"]
     markdown = f"# {name}: primary test scores\n\n" + "".join(f"- {line}\n" for line in header)
     markdown += f"\nRows: task (primary metric); columns: model.\n\n{_markdown(table)}\n"
-    _write_text_atomically(written[0], markdown)
+    write_text_atomically(written[0], markdown)
     columns = ["label", "model", "weights", "options", "params_millions", "task", "metric", "score", "std", "split", "n_folds",
                "n_seeds", "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
-    _write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
+    write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
     plot_scores(scores, written[2], stamp)
     efficiency = out_dir / EFFICIENCY_FILE
     gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"

@@ -1,4 +1,5 @@
-"""The ``hear-embed`` command: ``embed`` audio files, ``info`` about weights, ``export`` (from hear_embed.export).
+"""The ``hear-embed`` command: ``embed`` audio files, ``info`` about weights, ``path`` of a weights file (e.g. for
+heareval's ``--model PATH``), ``export`` (from hear_embed.export).
 
 ``embed`` writes one ``<out>/<name>.npz`` per input file (``name`` = the file's path relative to the folder it was
 found in, extension kept, e.g. ``out/speaker1/a.wav.npz``) holding ``embedding`` (T, D) float32,
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from hear_embed.atomic_files import write_atomically
 from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
 
-SUBCOMMANDS = ("embed", "info", "export")
+SUBCOMMANDS = ("embed", "info", "path", "export")
 
 
 def parse_model_options(text: str) -> dict:
@@ -167,6 +168,16 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_path(args: argparse.Namespace) -> int:
+    from hear_embed.weights import load_acoustic_model
+
+    if args.weights in ("random", "random-tiny"):
+        raise ValueError(f"{args.weights!r} weights are made at load time and have no file")
+    _, info = load_acoustic_model(args.weights)  # loads the file: the path printed is one that works
+    print(Path(info.path).resolve())
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from hear_embed import export
 
@@ -192,6 +203,11 @@ def build_parser(with_export: bool = False) -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the config, parameter count, weights source and license")
     info.add_argument("--weights", default=None, help='"authors" (default), "tiny", "random", or a checkpoint path')
     info.set_defaults(run=run_info)
+
+    path = commands.add_parser("path", help="print the file of named weights (e.g. for heareval: "
+                               "--model \"$(hear-embed path tiny)\")")
+    path.add_argument("weights", help='"tiny" (packaged), "authors" (downloaded once and cached) or a checkpoint path')
+    path.set_defaults(run=run_path)
 
     export = commands.add_parser("export", help="export the model (options: hear-embed export --help)")
     if with_export:

@@ -1,9 +1,10 @@
-"""``python -m eval``: run end to end on the tiny mini-suite, resume after a kill, tables, help and errors."""
+"""``hear-eval`` / ``python -m eval``: run end to end on the tiny mini-suite, resume after a kill, tables, help and errors."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,7 +66,7 @@ def test_killed_run_resumes_with_identical_scores(suite, tmp_path, fake_module):
     module.FAIL_AT_CALL = uninterrupted_calls - 2  # dies inside the second task's embedding
     with pytest.raises(RuntimeError, match="simulated kill"):
         cli.main([*args, "--out", str(tmp_path / "killed")])
-    assert (tmp_path / "killed" / "tasks" / "fsdd_digits.json").is_file()  # the first task was kept
+    assert len(list((tmp_path / "killed" / "tasks" / "fsdd_digits").glob("*.json"))) == 1  # the first task was kept
     calls_before_kill = len(module.CALLS)
     module.FAIL_AT_CALL = None
     module.CALLS.clear()
@@ -86,12 +87,12 @@ def test_table_writes_stamped_markdown_csv_and_plots(logmel_run, suite, tmp_path
         results / "efficiency.csv", index=False)
     assert cli.main(["table", str(logmel_run), str(other), "--out", str(results)]) == 0
     markdown = (results / "comparison.md").read_text()
-    for expected in ("- command: python -m eval table", "- date: ", "- machine: ", "cores", "grid: faster",
+    for expected in ("- command: hear-eval table", "- date: ", "- machine: ", "cores", "grid: faster",
                      "| fsdd_digits | top1_acc |", "fake model", "eval.baselines.logmel"):
         assert expected in markdown
     table = pd.read_csv(results / "comparison.csv", comment="#")
     assert len(table) == 6 and set(table["label"]) == {"eval.baselines.logmel", "fake model"}
-    assert (results / "comparison.csv").read_text().startswith("# command: python -m eval table")
+    assert (results / "comparison.csv").read_text().startswith("# command: hear-eval table")
     for plot in ("comparison_scores.png", "comparison_score_vs_gmacs.png"):
         assert (results / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -141,14 +142,15 @@ def test_gmacs_are_matched_by_label_or_by_module_of_the_same_size():
 
 
 def test_runs_differing_only_in_probe_seed_are_averaged(tmp_path):
-    from eval.report import read_runs, write_report, write_scores_csv
+    from eval.report import SCORE_COLUMNS, read_runs, write_report
 
     def run(name, label, seed, digits, speakers):
         rows = [{"model": "m", "label": label, "task": "digits", "metric": "top1_acc", "score": digits, "std": 0.0,
                  "n_folds": 1, "validation_score": digits, "protocol": "heareval-mlp", "grid": "fast", "seed": seed},
                 {"model": "m", "label": label, "task": "speakers", "metric": "top1_acc", "score": speakers, "std": 0.05,
                  "n_folds": 5, "validation_score": speakers, "protocol": "heareval-mlp", "grid": "fast", "seed": seed}]
-        write_scores_csv(tmp_path / name / "scores.csv", rows)
+        (tmp_path / name).mkdir()
+        pd.DataFrame(rows, columns=SCORE_COLUMNS).to_csv(tmp_path / name / "scores.csv", index=False)
         return tmp_path / name
 
     runs = [run("a0", "A", 0, 0.5, 0.9), run("a1", "A", 1, 0.7, 0.8), run("a2", "A", 2, 0.9, 0.7), run("b", "B", 0, 0.6, 0.6)]
@@ -167,3 +169,66 @@ def test_runs_differing_only_in_probe_seed_are_averaged(tmp_path):
     assert "mean ± sample std over N probe seeds" in markdown
     with pytest.raises(ValueError, match="same model label, task and probe seed"):
         read_runs([runs[0], runs[0]])
+
+
+@pytest.mark.parametrize("n_models", [1, 5])
+def test_score_plot_keeps_title_and_labels_inside_and_apart(n_models, monkeypatch):
+    """The demo plot's title is not clipped and its task labels do not overlap (long metric names included)."""
+    from eval import report
+
+    figures = []
+    monkeypatch.setattr(report, "_stamp_and_save", lambda figure, path, stamp: figures.append(figure))
+    tasks = [("fsdd_digits", "top1_acc"), ("fsdd_events", "event_onset_200ms_fms"),
+             ("fsdd_speakers", "top1_acc"), ("synth_pitch", "pitch_acc")]
+    scores = pd.DataFrame([{"label": f"model number {k} with a long name", "task": task, "metric": metric,
+                            "score": 0.5, "std": 0.1, "n_folds": 1, "n_seeds": 3, "protocol": "heareval-mlp",
+                            "grid": "fast"} for k in range(n_models) for task, metric in tasks])
+    report.plot_scores(scores, None, {})
+    figure = figures[0]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    inside = figure.bbox
+    title = figure._suptitle.get_window_extent(renderer)
+    assert inside.x0 <= title.x0 and title.x1 <= inside.x1 and title.y1 <= inside.y1
+    labels = [label.get_window_extent(renderer) for label in figure.axes[0].get_xticklabels()]
+    assert len(labels) == 4 and all(inside.x0 <= box.x0 and box.y0 >= inside.y0 for box in labels)
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    legend = figure.axes[0].get_legend().get_window_extent(renderer)
+    assert legend.x1 <= inside.x1
+
+
+@pytest.mark.parametrize("kfold", [False, True])
+def test_fold_progress_bar_only_when_there_are_folds_to_retrain(kfold, capsys):
+    from eval import synthetic
+    from eval.probe import evaluate_task
+
+    task = synthetic.scene_task(kfold=kfold)
+    evaluate_task(task, synthetic.scene_features(task), grid="faster", n_grid_points=1, progress=True)
+    assert ("folds" in capsys.readouterr().err) == kfold  # no empty "folds: 0it" bar for train/valid/test
+
+
+@pytest.mark.parametrize("argv, default_out", [
+    (["run", "--model", "m", "--tasks-dir", "t"], "runs/m"),
+    (["run", "--model", "m", "--weights", "tiny", "--tasks-dir", "t"], "runs/m_tiny"),
+    (["table", "r"], "runs/tables"),
+    (["demo"], "runs/demo"),
+])
+def test_outputs_default_to_runs_in_the_current_directory(argv, default_out):
+    """Nothing goes into the repository's results/ unless asked: defaults are relative paths under runs/."""
+    args = cli.build_parser(argv[0]).parse_args(argv)
+    out = cli.run_spec(args).out if argv[0] == "run" else args.out
+    assert out == Path(default_out) and not out.is_absolute()
+
+
+@pytest.mark.parametrize("command, shown", [("run", "(default: default)"), ("demo", "(default: runs/demo)"),
+                                            ("table", "(default: runs/tables)")])
+def test_help_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert shown in " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_subcommand_is_still_wired(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0 and "usage: hear-eval bench" in capsys.readouterr().out
