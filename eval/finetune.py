@@ -152,9 +152,11 @@ def run(args) -> int:
             print(f"skipping {task.name}: {task.embedding_type}/{task.prediction_type} (fine-tuning needs scene/multiclass)")
     if not eligible:
         raise ValueError(f"no scene/multiclass task in {args.tasks_dir}")
+    options = {"epochs": sections["finetune"].epochs, "batch_size": sections["train"].micro_batch,
+               "lr": sections["train"].learning_rate, "head_lr": sections["finetune"].head_learning_rate}
     spec = RunSpec(model="hear_embed", weights=args.weights, tasks_dir=args.tasks_dir, out=args.out, grid="",
-                   options={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr},
-                   device=args.device, seed=args.seed, label=args.label or f"hear_embed[{args.weights}] finetune",
+                   options=options, device="cuda" if torch.cuda.is_available() else "cpu",
+                   seed=sections["train"].seed, label=args.label or f"hear_embed[{args.weights}] finetune",
                    progress=not args.no_progress)
     rows = []
     for task in eligible:
