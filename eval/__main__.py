@@ -23,7 +23,9 @@ from eval.tasks import TaskError, find_tasks, load_task, validate_task
 
 GRIDS = ("default", "fast", "faster")
 LAZY_COMMANDS = {"bench": ("eval.bench", "efficiency benchmark: parameters, GMACs, real-time factor"),
-                 "finetune": ("eval.finetune", "the paper's fine-tuning protocol on a task")}
+                 "finetune": ("eval.finetune", "the paper's fine-tuning protocol on a task"),
+                 "replica": ("eval.replica", "synthetic replicas of the HEAR 2021 tasks at any scale"),
+                 "submission": ("eval.submission", "heareval score files and a leaderboard row from a run")}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +66,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "batch (bounds memory); files of equal length are batched together")
     parser.add_argument("--label", default=None, help="model name in tables (default: MODULE or MODULE[WEIGHTS])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--suite", choices=("hear2021",), default=None, help="check every task folder against the "
+                        "HEAR 2021 registry (eval/suites/hear2021.py) and list the missing tasks; mismatches make "
+                        "the exit status 1")
 
 
 def _label(args) -> str:
@@ -105,6 +110,7 @@ def run(args) -> int:
     """validate -> embed -> probe -> score; finished tasks (OUT/tasks/<task>.json) are reused as they are."""
     embedder = Embedder(args.model, weights=args.weights, options=args.model_options, device=args.device)
     folders = find_tasks(args.tasks_dir, args.tasks)
+    suite_problems = _check_suite(args, folders)
     cache_dir = args.cache_dir or args.out / "embeddings"
     pending, results = [], {}
     for folder in folders:
@@ -136,7 +142,24 @@ def run(args) -> int:
     write_scores_csv(args.out / "scores.csv", rows)
     for row in rows:
         print(f"{row['label']}\t{row['task']}\t{row['metric']}\t{row['score']:.4f} ± {row['std']:.4f}")
+    if suite_problems:
+        print(f"{len(suite_problems)} task folder(s) differ from the HEAR 2021 release (see above and "
+              f"{args.out / 'suite_check.txt'})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_suite(args, folders: list[Path]) -> list[str]:
+    """--suite hear2021: report (stderr and OUT/suite_check.txt) how the folders match the registry."""
+    if getattr(args, "suite", None) is None:
+        return []
+    from eval.suites.hear2021 import suite_report
+    from hear_embed.atomic_files import write_text_atomically
+
+    report = suite_report(folders)
+    print(report.text(), file=sys.stderr)
+    write_text_atomically(args.out / "suite_check.txt", report.text() + "\n")
+    return report.problems
 
 
 def table(args) -> int:
