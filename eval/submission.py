@@ -126,10 +126,11 @@ def read_leaderboard(path: str | Path = LEADERBOARD) -> pd.DataFrame:
 
 
 def format_score(value: float | None) -> str:
-    """A leaderboard cell: 10 significant digits as the published file, blank when the task was not run."""
+    """A leaderboard cell as the published file writes it: the float rounded to 10 significant digits, in Python's
+    shortest repr (so 0 is "0.0"); blank when the task was not run."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{value:.{SCORE_DIGITS}g}"
+    return repr(float(f"{value:.{SCORE_DIGITS}g}"))
 
 
 def task_scores(results: dict[str, dict]) -> dict[str, float]:
