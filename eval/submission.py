@@ -68,14 +68,21 @@ def _hparams(best_params: dict) -> dict:
     return dict(sorted({**hparams, **HEAREVAL_FIXED_HPARAMS}.items()))
 
 
-def _metric_order(fold_scores: dict[str, float], evaluation: tuple[str, ...]) -> list[str]:
-    """Score keys in heareval's order: metrics as the task lists them, each followed by its sub-scores."""
-    def position(key: str) -> tuple[int, int, str]:
-        for index, metric in enumerate(evaluation):
-            if key == metric or key.startswith(f"{metric}_"):
-                return index, key != metric, key
-        return len(evaluation), 0, key
-    return sorted(fold_scores, key=position)
+def _test_scores(fold_scores: dict[str, float], evaluation: tuple[str, ...]) -> dict[str, float]:
+    """``test_<key>`` in heareval's order: metrics as the task lists them, each followed by its sub-scores; an event
+    metric's own value appears again under its first sub-score's name (``_f_measure`` / ``_error_rate``), as
+    heareval logs the first element of a score tuple twice."""
+    from eval.score import EVENT_METRICS
+
+    out = {}
+    for metric in evaluation:
+        out[f"test_{metric}"] = fold_scores[metric]
+        if metric in EVENT_METRICS:
+            first = "error_rate" if metric == "segment_1s_er" else "f_measure"
+            out[f"test_{metric}_{first}"] = fold_scores[metric]
+            out.update({f"test_{key}": fold_scores[key] for key in sorted(fold_scores) if key.startswith(f"{metric}_")})
+    out.update({f"test_{key}": value for key, value in fold_scores.items() if f"test_{key}" not in out})
+    return out
 
 
 def heareval_scores(folder: str, result: dict, evaluation: tuple[str, ...] | None = None,
@@ -94,7 +101,7 @@ def heareval_scores(folder: str, result: dict, evaluation: tuple[str, ...] | Non
     for fold, fold_scores in result["fold_scores"].items():
         detail = result.get("details", {}).get(fold, {})
         scores[fold] = {"test_loss": detail.get("test_loss"), "test_score": fold_scores[primary],
-                        **{f"test_{key}": fold_scores[key] for key in _metric_order(fold_scores, evaluation)},
+                        **_test_scores(fold_scores, evaluation),
                         "validation_score": detail.get("validation_score"), "epoch": detail.get("epoch"),
                         "time_in_min": detail.get("time_in_min")}
     if len(scores) > 1:  # heareval: pandas mean and std (ddof 1) of every column over the folds
