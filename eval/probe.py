@@ -110,6 +110,9 @@ def build_mlp(n_features: int, n_labels: int, conf: dict) -> torch.nn.Sequential
 
 
 def concat_features(parts: list[SplitFeatures]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the parts stacked; a single part is returned as it is (no copy)."""
+    if len(parts) == 1:
+        return parts[0].x, parts[0].y
     return np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts])
 
 
