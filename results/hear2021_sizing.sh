@@ -4,7 +4,8 @@
 # embeddings). Usage, from the repository root:
 #   nice -n 10 bash results/hear2021_sizing.sh TASK SCALE ROOT [STAGES]
 # STAGES: any of "replica embed probe" (default all three). Appends one line per stage to ROOT/sizing.tsv:
-# task, scale, stage, wall seconds, peak RSS in KiB (GNU time), exit status, date, load average before the stage.
+# task, scale, stage, wall seconds, peak RSS in KiB (GNU time), exit status, date, load average before the stage,
+# CPU seconds (user + system; what the stage costs, less sensitive than wall time to other users of the machine).
 set -u
 task=$1; scale=$2; root=$3; stages=${4:-replica embed probe}
 python=${PYTHON:-python}
@@ -13,10 +14,12 @@ mkdir -p "$dir"
 stage() {  # name, command...
   local name=$1; shift
   local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
-  /usr/bin/time -f "%e %M" -o "$dir/$name.time" "$@" >"$dir/$name.log" 2>&1
+  /usr/bin/time -f "%e %M %U %S" -o "$dir/$name.time" "$@" >"$dir/$name.log" 2>&1
   local status=$?
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$task" "$scale" "$name" $(cat "$dir/$name.time" | tail -1) "$status" \
-    "$(date -u +%FT%TZ)" "$load" >>"$root/sizing.tsv"
+  local wall rss user system
+  read -r wall rss user system < <(tail -1 "$dir/$name.time")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$task" "$scale" "$name" "$wall" "$rss" "$status" \
+    "$(date -u +%FT%TZ)" "$load" "$(echo "$user + $system" | bc)" >>"$root/sizing.tsv"
 }
 for name in $stages; do
   case $name in
