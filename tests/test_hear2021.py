@@ -112,3 +112,21 @@ def test_report_lists_missing_and_unknown(gunshot, tmp_path):
     text = report.text()
     assert "1 of 19 tasks present" in text and "missing: maestro-v3.0.0-5h (Maestro 5h)" in text
     assert "gs://hear2021-archive/tasks/16000/" in text
+
+
+def test_run_with_a_mismatch_reports_it_and_exits_1(gunshot, tmp_path):
+    """The run goes on (scores are written) but the mismatch is printed, saved and makes the exit status 1."""
+    tasks = tmp_path / "tasks"
+    folder = tasks / gunshot.name
+    folder.mkdir(parents=True)
+    for path in gunshot.rglob("*"):
+        if path.is_file():
+            target = folder / path.relative_to(gunshot)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    _edit_json(folder / "task_metadata.json", lambda m: m.update(split_mode="presplit_kfold"))
+    code = main(["run", "--model", "eval.baselines.logmel", "--tasks-dir", str(tasks), "--suite", "hear2021",
+                 "--grid", "faster", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 1 and (tmp_path / "run" / "scores.csv").is_file()
+    check = (tmp_path / "run" / "suite_check.txt").read_text()
+    assert "mismatch: gunshot_triangulation-v1.0-full: split_mode: folder has 'presplit_kfold'" in check
