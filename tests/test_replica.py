@@ -28,7 +28,7 @@ def test_small_replica_is_a_valid_task_with_the_real_layout(entry, tmp_path):
     folder = write_replica(entry.folder, SMALL, tmp_path)
     task = validate_task(folder, SAMPLE_RATE)
     assert folder.name == entry.folder
-    expected = {key: value for key, value in entry.metadata().items()}
+    expected = entry.metadata()
     assert {key: task.metadata[key] for key in expected} == expected
     counts = entry.replica_counts(SMALL)
     for split in entry.splits:
