@@ -22,7 +22,9 @@ from eval.run import DEFAULT_RUNS, GRIDS, RunError, RunSpec, require_device, run
 from hear_embed.cli import parse_model_options
 
 LAZY_COMMANDS = {"bench": ("eval.bench", "efficiency benchmark: parameters, GMACs, real-time factor"),
-                 "finetune": ("eval.finetune", "the paper's fine-tuning protocol on a task")}
+                 "finetune": ("eval.finetune", "the paper's fine-tuning protocol on a task"),
+                 "replica": ("eval.replica", "synthetic replicas of the HEAR 2021 tasks at any scale"),
+                 "submission": ("eval.submission", "heareval score files and a leaderboard row from a run")}
 
 
 def _command_line(argv: list[str]) -> str:
@@ -53,6 +55,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "batch (bounds memory); files of equal length are batched together")
     parser.add_argument("--label", default=None, help="model name in tables (default: MODULE or MODULE[WEIGHTS])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--suite", choices=("hear2021",), default=None, help="check every task folder against the "
+                        "HEAR 2021 registry (eval/suites/hear2021.py) and list the missing tasks; mismatches make "
+                        "the exit status 1")
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
@@ -64,9 +69,29 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    for row in run(run_spec(args)):
+    spec = run_spec(args)
+    suite_problems = _check_suite(args.suite, spec)
+    for row in run(spec):
         print(f"{row.label}\t{row.task}\t{row.metric}\t{row.score:.4f} ± {row.std:.4f}")
+    if suite_problems:
+        print(f"{len(suite_problems)} task folder(s) differ from the HEAR 2021 release (see above and "
+              f"{spec.out / 'suite_check.txt'})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_suite(suite: str | None, spec: RunSpec) -> list[str]:
+    """--suite hear2021: report (stderr and OUT/suite_check.txt) how the task folders match the registry."""
+    if suite is None:
+        return []
+    from eval.suites.hear2021 import suite_report
+    from eval.tasks import find_tasks
+    from hear_embed.atomic_files import write_text_atomically
+
+    report = suite_report(find_tasks(spec.tasks_dir, spec.tasks))
+    print(report.text(), file=sys.stderr)
+    write_text_atomically(spec.out / "suite_check.txt", report.text() + "\n")
+    return report.problems
 
 
 def table(args: argparse.Namespace) -> int:

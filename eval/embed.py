@@ -288,19 +288,20 @@ def _compute_missing_batches(task: Task, split: str, split_dir: Path, batches: l
 
 
 def _assemble(task: Task, split: str, split_dir: Path, batches: list[list[str]], order: list[str]) -> SplitFeatures:
-    """Stack the cached batches into heareval's row order, with targets."""
-    rows: dict[str, np.ndarray] = {}
-    stamps: dict[str, np.ndarray] = {}
-    for index, names in enumerate(batches):
-        with np.load(split_dir / f"batch_{index:05d}.npz") as data:
-            for row, name in enumerate(names):
-                rows[name] = data["embeddings"][row]
-                if "timestamps" in data:
-                    stamps[name] = data["timestamps"][row]
+    """The cached batches in heareval's row order, with targets. Each batch file is read once and its rows are
+    copied straight into arrays allocated at their final size (no per-file arrays kept, no concatenation)."""
     labels = task.labels(split)
     label_index = task.label_index
+    position = {name: row for row, name in enumerate(order)}
+    paths = [split_dir / f"batch_{index:05d}.npz" for index in range(len(batches))]
     if task.embedding_type == "scene":
-        x = np.stack([rows[name] for name in order]).astype(np.float32)
+        x = None
+        for path, names in zip(paths, batches):
+            with np.load(path) as data:
+                embeddings = data["embeddings"]
+            if x is None:
+                x = np.empty((len(order), embeddings.shape[1]), dtype=np.float32)
+            x[[position[name] for name in names]] = embeddings
         if task.prediction_type == "multiclass":
             y = np.array([label_index[str(labels[name][0])] for name in order], dtype=np.int64)
         else:
@@ -308,10 +309,26 @@ def _assemble(task: Task, split: str, split_dir: Path, batches: list[list[str]],
             for row, name in enumerate(order):
                 y[row, [label_index[str(label)] for label in labels[name]]] = 1.0
         return SplitFeatures(split=split, filenames=order, x=x, y=y)
-    x = np.concatenate([rows[name] for name in order]).astype(np.float32)
-    y = np.concatenate([frame_labels(labels[name], stamps[name], label_index) for name in order])
-    file_index = np.concatenate([np.full(len(stamps[name]), i, dtype=np.int64) for i, name in enumerate(order)])
-    timestamps = np.concatenate([stamps[name] for name in order]).astype(np.float64)
+    frames = {}  # first pass: frames per file, from the (small) timestamp arrays
+    for path, names in zip(paths, batches):
+        with np.load(path) as data:
+            stamps = data["timestamps"]
+        frames.update({name: stamps.shape[1] for name in names})
+    starts = np.concatenate([[0], np.cumsum([frames[name] for name in order])])
+    first = {name: int(starts[row]) for row, name in enumerate(order)}
+    x = timestamps = None
+    y = np.zeros((int(starts[-1]), len(label_index)), dtype=np.float32)
+    for path, names in zip(paths, batches):
+        with np.load(path) as data:
+            embeddings, stamps = data["embeddings"], data["timestamps"]
+        if x is None:
+            x = np.empty((int(starts[-1]), embeddings.shape[2]), dtype=np.float32)
+            timestamps = np.empty(int(starts[-1]), dtype=np.float64)
+        for row, name in enumerate(names):
+            rows = slice(first[name], first[name] + frames[name])
+            x[rows], timestamps[rows] = embeddings[row], stamps[row]
+            y[rows] = frame_labels(labels[name], stamps[row], label_index)
+    file_index = np.repeat(np.arange(len(order), dtype=np.int64), [frames[name] for name in order])
     return SplitFeatures(split=split, filenames=order, x=x, y=y, file_index=file_index,
                          timestamps_ms=timestamps, events={name: labels[name] for name in order})
 

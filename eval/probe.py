@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,7 +62,8 @@ class TaskResult:
     best_params: dict
     validation_score: float  # validation score of the selected grid point (first split arrangement)
     protocol: str = "heareval-mlp"
-    details: dict = field(default_factory=dict)  # per fold: best epoch, validation score, post-processing
+    details: dict = field(default_factory=dict)  # per fold: best epoch, validation score, post-processing,
+    # training minutes (time_in_min) and test_loss, as heareval records them
 
 
 def grid_points(grid: str, task, n_points: int = DEFAULT_GRID_POINTS) -> list[dict]:
@@ -108,6 +110,9 @@ def build_mlp(n_features: int, n_labels: int, conf: dict) -> torch.nn.Sequential
 
 
 def concat_features(parts: list[SplitFeatures]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the parts stacked; a single part is returned as it is (no copy)."""
+    if len(parts) == 1:
+        return parts[0].x, parts[0].y
     return np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts])
 
 
@@ -250,6 +255,16 @@ def score_test_split(fit: FittedProbe, conf: dict, task, test: SplitScorer, devi
     return test.all_scores(probs.cpu().numpy(), test_postprocessing(fit, task, test))
 
 
+def loss_on_split(fit: FittedProbe, conf: dict, task, test: SplitScorer, device: str) -> float:
+    """Mean loss of the fit's best checkpoint over the whole test split, as heareval logs ``test_loss``."""
+    model = build_mlp(test.features.x.shape[1], len(task.label_vocab), conf).to(device)
+    model.load_state_dict(fit.state)
+    multiclass = task.prediction_type == "multiclass"
+    logits, _ = predict_probabilities(model, torch.as_tensor(test.features.x, dtype=torch.float32, device=device),
+                                      multiclass)
+    return float(_loss_fn(multiclass)(logits, torch.as_tensor(test.features.y, device=device)))
+
+
 def fold_features(features: dict[str, SplitFeatures], names: list[str], task) -> list[SplitFeatures]:
     missing = [n for n in names if n not in features]
     if missing:
@@ -294,27 +309,33 @@ def _evaluate(task, features, grid, device, seed, progress, n_grid_points) -> Ta
     first = arrangements[0]
     train = concat_features(fold_features(features, first["train"], task))
     valid = SplitScorer(task, fold_features(features, first["valid"], task)[0])
-    candidates = []
+    candidates, minutes = [], []  # minutes: training time of each fit, heareval's time_in_min
     for index, conf in enumerate(tqdm(confs, desc=f"{task.name} grid", disable=not progress)):
+        start = time.perf_counter()
         candidates.append((train_probe(conf, task, train, valid, device, seed=seed * 100_003 + index), index))
+        minutes.append((time.perf_counter() - start) / 60)
     larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
     candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
     best_fit, best_index = candidates[0]
     conf = confs[best_index]
     fits.append(best_fit)
+    minutes = [minutes[best_index]]
     for fold, arrangement in enumerate(tqdm(arrangements[1:], desc=f"{task.name} folds",
                                             disable=not progress or len(arrangements) < 2), 1):
         fold_train = concat_features(fold_features(features, arrangement["train"], task))
         fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
         fold_seed = seed * 100_003 + 1000 * fold + best_index
+        start = time.perf_counter()
         fits.append(train_probe(conf, task, fold_train, fold_valid, device, seed=fold_seed))
-    for fit, arrangement in zip(fits, arrangements):
+        minutes.append((time.perf_counter() - start) / 60)
+    for fit, arrangement, fit_minutes in zip(fits, arrangements, minutes):
         name = arrangement["test"][0]
         test = SplitScorer(task, fold_features(features, [name], task)[0])
         fold_scores[name] = score_test_split(fit, conf, task, test, device)
         used = test_postprocessing(fit, task, test)
         details[name] = {"epoch": fit.epoch, "validation_score": fit.validation_score,
-                         "postprocessing": dict(used) if used else None}
+                         "postprocessing": dict(used) if used else None, "time_in_min": fit_minutes,
+                         "test_loss": loss_on_split(fit, conf, task, test, device)}
     mean, std = aggregate_folds(task, fold_scores)
     return TaskResult(
         primary_metric=task.evaluation[0], fold_scores=fold_scores, mean=mean, std=std,
