@@ -104,7 +104,6 @@ def random_events(rng: np.random.Generator, n: int) -> list[dict]:
     return [ev(VOCAB[rng.integers(0, 2)], s, s + rng.integers(1, 30) * 50.0) for s in starts]
 
 
-F_METRICS = ["event_onset_200ms_fms", "event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"]
 N_RANDOM_CASES = 200
 
 
