@@ -3,8 +3,9 @@
 Same model, losses, optimiser, grids and their order, batch order, validation schedule, early stopping and
 checkpoint rules (Lightning 1.x: ties are no improvement, a non-finite score stops training, NaN is stored as
 the worst score), event post-processing choice, fold rotation and aggregation as heareval; it is faster
-because the data stay in one tensor, batches are slices and event post-processing / scoring is vectorised
-(results/heareval_speed.md; tests/test_heareval_crosscheck.py compares with the real heareval).
+because the data stay in one tensor, batches are slices, the grid points (and seeds) train as one batched model
+(eval/probe_batched.py; ``train_probe`` here is the one-at-a-time reference) and event post-processing / scoring is
+vectorised (results/heareval_speed.md; tests/test_heareval_crosscheck.py compares with the real heareval).
 
 Choices:
 - Training batches come in the same order every epoch, as in heareval (its loader never shuffles training
@@ -272,51 +273,95 @@ def evaluate_task(
     progress: bool = True,
     n_grid_points: int = DEFAULT_GRID_POINTS,
     num_threads: int | None = 1,
+    batched: bool = True,
 ) -> TaskResult:
     """heareval's protocol: grid search on the first arrangement, winner retrained and tested on every fold.
 
     num_threads: torch CPU threads while probing (None leaves torch's setting). One thread is the default
     because these small MLPs ran 7-15x slower with 2 threads than with 1 on a busy 2-core machine.
+    batched: train the grid points together (eval.probe_batched; same results as one after the other).
     """
+    return evaluate_seeds(task, features, seeds=[seed], grid=grid, device=device, progress=progress,
+                          n_grid_points=n_grid_points, num_threads=num_threads, batched=batched)[seed]
+
+
+def evaluate_seeds(
+    task,
+    features: dict[str, SplitFeatures],
+    seeds: list[int],
+    grid: str = "default",
+    device: str = "cpu",
+    progress: bool = True,
+    n_grid_points: int = DEFAULT_GRID_POINTS,
+    num_threads: int | None = 1,
+    batched: bool = True,
+) -> dict[int, TaskResult]:
+    """``evaluate_task`` for every seed, the seeds' probes trained in the same batched model: seed → result."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     previous = torch.get_num_threads()
     if num_threads is not None and device == "cpu":
         torch.set_num_threads(num_threads)
     try:
-        return _evaluate(task, features, grid, device, seed, progress, n_grid_points)
+        return _evaluate(task, features, grid, device, list(seeds), progress, n_grid_points, batched)
     finally:
         torch.set_num_threads(previous)
 
 
-def _evaluate(task, features, grid, device, seed, progress, n_grid_points) -> TaskResult:
+def _train_all(members, task, train, valid, device: str, batched: bool) -> list[FittedProbe]:
+    """Fits of (conf, seed) members: batched (eval.probe_batched) or one after the other (the reference)."""
+    from eval.probe_batched import train_probes  # imports this module: imported when first used
+
+    if batched:
+        return train_probes(members, task, train, valid, device)
+    return [train_probe(member.conf, task, train, valid, device, seed=member.seed) for member in members]
+
+
+def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batched) -> dict[int, TaskResult]:
+    from eval.probe_batched import Member
+
     arrangements = split_arrangements(task)
     confs = grid_points(grid, task, n_grid_points)
-    fits, fold_scores, details = [], {}, {}
     first = arrangements[0]
     train = concat_features(fold_features(features, first["train"], task))
     valid = SplitScorer(task, fold_features(features, first["valid"], task)[0])
-    candidates = []
-    for index, conf in enumerate(tqdm(confs, desc=f"{task.name} grid", disable=not progress)):
-        candidates.append((train_probe(conf, task, train, valid, device, seed=seed * 100_003 + index), index))
-    larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
-    candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
-    best_fit, best_index = candidates[0]
-    conf = confs[best_index]
-    fits.append(best_fit)
-    for fold, arrangement in enumerate(tqdm(arrangements[1:], desc=f"{task.name} folds", disable=not progress), 1):
-        fold_train = concat_features(fold_features(features, arrangement["train"], task))
-        fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
-        fold_seed = seed * 100_003 + 1000 * fold + best_index
-        fits.append(train_probe(conf, task, fold_train, fold_valid, device, seed=fold_seed))
+    members = [Member(conf=conf, seed=seed * 100_003 + index) for seed in seeds for index, conf in enumerate(confs)]
+    with tqdm(total=len(arrangements), desc=f"{task.name} grid and folds", disable=not progress) as bar:
+        grid_fits = _train_all(members, task, train, valid, device, batched)
+        bar.update()
+        larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
+        best: dict[int, tuple[FittedProbe, int]] = {}
+        for s, seed in enumerate(seeds):
+            candidates = [(fit, index) for index, fit in enumerate(grid_fits[s * len(confs) : (s + 1) * len(confs)])]
+            candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
+            best[seed] = candidates[0]
+        fits = {seed: [best[seed][0]] for seed in seeds}
+        for fold, arrangement in enumerate(arrangements[1:], 1):
+            fold_train = concat_features(fold_features(features, arrangement["train"], task))
+            fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
+            fold_members = [Member(conf=confs[best[seed][1]], seed=seed * 100_003 + 1000 * fold + best[seed][1])
+                            for seed in seeds]
+            for seed, fit in zip(seeds, _train_all(fold_members, task, fold_train, fold_valid, device, batched)):
+                fits[seed].append(fit)
+            bar.update()
+    tests = {arrangement["test"][0]: SplitScorer(task, fold_features(features, arrangement["test"], task)[0])
+             for arrangement in arrangements}
+    return {seed: _score_seed(task, confs[best[seed][1]], fits[seed], arrangements, tests, grid, device)
+            for seed in seeds}
+
+
+def _score_seed(task, conf, fits, arrangements, tests, grid, device) -> TaskResult:
+    """One seed's TaskResult: each fold's fit scored on its test split."""
+    fold_scores, details = {}, {}
     for fit, arrangement in zip(fits, arrangements):
         name = arrangement["test"][0]
-        test = SplitScorer(task, fold_features(features, [name], task)[0])
-        fold_scores[name] = score_test_split(fit, conf, task, test, device)
-        used = test_postprocessing(fit, task, test)
+        fold_scores[name] = score_test_split(fit, conf, task, tests[name], device)
+        used = test_postprocessing(fit, task, tests[name])
         details[name] = {"epoch": fit.epoch, "validation_score": fit.validation_score,
                          "postprocessing": dict(used) if used else None}
     mean, std = aggregate_folds(task, fold_scores)
     return TaskResult(
         primary_metric=task.evaluation[0], fold_scores=fold_scores, mean=mean, std=std,
-        best_params={**copy.deepcopy(conf), "grid": grid}, validation_score=best_fit.validation_score,
+        best_params={**copy.deepcopy(conf), "grid": grid}, validation_score=fits[0].validation_score,
         details=details,
     )
