@@ -200,20 +200,20 @@ def _predict(model: StackedMLP, x: torch.Tensor, multiclass: bool) -> tuple[torc
 
 
 def _dropout_masks(members: list[int], confs: list[dict], generators: list, rows: int, width: int,
-                   hidden_layers: int, device: str) -> list[torch.Tensor] | None:
+                   hidden_layers: int, device: str) -> list[torch.Tensor]:
     """Per hidden layer a (M, rows, width) multiplier: each member's Bernoulli(1 - p) / (1 - p), drawn from its
-    own generator layer after layer, exactly as torch.nn.functional.dropout draws on CPU (none when p is 0)."""
-    per_member = []
-    for m in members:
+    own generator layer after layer, exactly as torch.nn.functional.dropout draws on CPU (no draw when p is 0)."""
+    masks = [torch.empty(len(members), rows, width) for _ in range(hidden_layers)]
+    for i, m in enumerate(members):
         p = confs[m]["dropout"]
-        if p == 0:
-            per_member.append([torch.ones(rows, width) for _ in range(hidden_layers)])
-        elif p == 1:
-            per_member.append([torch.zeros(rows, width) for _ in range(hidden_layers)])
-        else:
-            per_member.append([torch.empty(rows, width).bernoulli_(1 - p, generator=generators[m]).div_(1 - p)
-                               for _ in range(hidden_layers)])
-    return [torch.stack([masks[layer] for masks in per_member]).to(device) for layer in range(hidden_layers)]
+        for mask in masks:
+            if p == 0:
+                mask[i].fill_(1.0)
+            elif p == 1:
+                mask[i].zero_()
+            else:
+                mask[i].bernoulli_(1 - p, generator=generators[m]).div_(1 - p)
+    return [mask.to(device) for mask in masks]
 
 
 def _train_group(members: list[Member], task, train, valid: SplitScorer, device: str) -> list[FittedProbe]:
