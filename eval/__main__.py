@@ -58,6 +58,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "(heareval's), fast (<= 50 epochs) or faster (tiny MLPs, 10 epochs)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where embeddings and probes run")
     parser.add_argument("--seed", type=int, default=0, help="probe training seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED", help="several probe seeds "
+                        "(an explicit list, e.g. 0 1 2) trained together in one batched model; scores.csv gets one "
+                        "row per seed and tables report mean ± std over them (replaces --seed)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default OUT/embeddings); "
                         "keyed by module, weights identity, options and task, so runs may share it")
     parser.add_argument("--batch-seconds", type=float, default=60.0, help="at most this much audio per embedding "
@@ -70,12 +73,23 @@ def _label(args) -> str:
     return args.label or (f"{args.model}[{args.weights}]" if args.weights else args.model)
 
 
+def _seeds(args) -> list[int]:
+    return list(getattr(args, "seeds", None) or [args.seed])
+
+
 def _result_key(args, embedder: Embedder, folder: Path) -> dict:
+    seeds = _seeds(args)
     return {"model": args.model, "weights": embedder.weights_key, "options": args.model_options, "grid": args.grid,
-            "seed": args.seed, "task_identity": task_identity(load_task(folder))}
+            "seed": seeds[0] if len(seeds) == 1 else seeds, "task_identity": task_identity(load_task(folder))}
 
 
-def _score_row(args, result: dict, embedder: Embedder) -> dict:
+def _score_rows(args, result: dict, embedder: Embedder) -> list[dict]:
+    """One scores.csv row per probe seed (a result stored before seeds were batched holds --seed's fields)."""
+    per_seed = result.get("seeds") or {str(args.seed): result}
+    return [_score_row(args, {**result, **fields}, embedder, seed) for seed, fields in per_seed.items()]
+
+
+def _score_row(args, result: dict, embedder: Embedder, seed: int) -> dict:
     scores = result["fold_scores"]
     count = embedder.parameter_count
     return {"model": args.model, "weights": args.weights or "", "options": json.dumps(args.model_options, sort_keys=True),
@@ -83,21 +97,23 @@ def _score_row(args, result: dict, embedder: Embedder) -> dict:
             "label": _label(args), "task": result["task"], "metric": result["primary_metric"], "score": result["mean"],
             "std": result["std"], "split": "test" if list(scores) == ["test"] else "mean over test folds",
             "n_folds": len(scores), "validation_score": result["validation_score"], "protocol": result["protocol"],
-            "grid": args.grid, "seed": args.seed, "embed_seconds": round(result["embed_seconds"], 2),
+            "grid": args.grid, "seed": int(seed), "embed_seconds": round(result["embed_seconds"], 2),
             "probe_seconds": round(result["probe_seconds"], 2), "all_scores": json.dumps(scores, sort_keys=True)}
 
 
 def _evaluate(task, embedder: Embedder, args, cache_dir: Path) -> dict:
-    from eval.probe import evaluate_task
+    from eval.probe import evaluate_seeds
 
     start = time.perf_counter()
     features = embed_task(task, embedder, cache_dir, batch_seconds=args.batch_seconds, progress=not args.no_progress)
     embedded = time.perf_counter()
-    result = evaluate_task(task, features, grid=args.grid, device=args.device, seed=args.seed,
-                           progress=not args.no_progress)
-    return {"task": task.name, "primary_metric": result.primary_metric, "fold_scores": result.fold_scores,
-            "mean": result.mean, "std": result.std, "best_params": result.best_params,
-            "validation_score": result.validation_score, "protocol": result.protocol, "details": result.details,
+    results = evaluate_seeds(task, features, seeds=_seeds(args), grid=args.grid, device=args.device,
+                             progress=not args.no_progress)
+    per_seed = {str(seed): {"fold_scores": r.fold_scores, "mean": r.mean, "std": r.std, "best_params": r.best_params,
+                            "validation_score": r.validation_score, "details": r.details}
+                for seed, r in results.items()}
+    first = next(iter(results.values()))
+    return {"task": task.name, "primary_metric": first.primary_metric, "protocol": first.protocol, "seeds": per_seed,
             "embed_seconds": embedded - start, "probe_seconds": time.perf_counter() - embedded}
 
 
@@ -132,10 +148,14 @@ def run(args) -> int:
         print(f"[{_label(args)}] {tasks[folder].name}: embedding and probing ({args.grid} grid)", file=sys.stderr)
         results[folder] = _evaluate(tasks[folder], embedder, args, cache_dir)
         write_json_atomically(done, {"key": key, "result": results[folder]})
-    rows = [_score_row(args, results[folder], embedder) for folder in folders]
+    rows = [row for folder in folders for row in _score_rows(args, results[folder], embedder)]
     write_scores_csv(args.out / "scores.csv", rows)
-    for row in rows:
-        print(f"{row['label']}\t{row['task']}\t{row['metric']}\t{row['score']:.4f} ± {row['std']:.4f}")
+    for folder in folders:
+        task_rows = _score_rows(args, results[folder], embedder)
+        means = [row["score"] for row in task_rows]
+        spread = (f"{pd.Series(means).mean():.4f} ± {pd.Series(means).std():.4f} over {len(means)} seeds"
+                  if len(means) > 1 else f"{means[0]:.4f} ± {task_rows[0]['std']:.4f}")
+        print(f"{task_rows[0]['label']}\t{task_rows[0]['task']}\t{task_rows[0]['metric']}\t{spread}")
     return 0
 
 
