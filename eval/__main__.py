@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval import distributed
 from eval.embed import Embedder, embed_task, task_identity, write_json_atomically
 from eval.report import write_report, write_scores_csv
 from eval.tasks import TaskError, find_tasks, load_task, validate_task
@@ -118,7 +119,9 @@ def _evaluate(task, embedder: Embedder, args, cache_dir: Path) -> dict:
 
 
 def run(args) -> int:
-    """validate -> embed -> probe -> score; finished tasks (OUT/tasks/<task>.json) are reused as they are."""
+    """validate -> embed -> probe -> score; finished tasks (OUT/tasks/<task>.json) are reused as they are.
+    Under torchrun the ranks share the embedding batches and the tasks (eval.distributed); rank 0 writes scores.csv."""
+    ranks = distributed.start(args.device)
     embedder = Embedder(args.model, weights=args.weights, options=args.model_options, device=args.device)
     folders = find_tasks(args.tasks_dir, args.tasks)
     cache_dir = args.cache_dir or args.out / "embeddings"
@@ -144,10 +147,22 @@ def run(args) -> int:
     if problems:
         print("\n\n".join(problems), file=sys.stderr)
         return 2
-    for folder, key, done in pending:
+    if ranks.world_size > 1:  # every rank embeds its share of every pending task's batches first
+        for folder, _, _ in pending:
+            embed_task(tasks[folder], embedder, cache_dir, batch_seconds=args.batch_seconds,
+                       progress=not args.no_progress, shard=(ranks.rank, ranks.world_size), barrier=ranks.barrier)
+    for index, (folder, key, done) in enumerate(pending):
+        if not ranks.owns(index):
+            continue
         print(f"[{_label(args)}] {tasks[folder].name}: embedding and probing ({args.grid} grid)", file=sys.stderr)
         results[folder] = _evaluate(tasks[folder], embedder, args, cache_dir)
         write_json_atomically(done, {"key": key, "result": results[folder]})
+    ranks.barrier()
+    if not ranks.is_main:
+        distributed.stop(ranks)
+        return 0
+    for folder, _, done in pending:  # the other ranks' tasks
+        results.setdefault(folder, json.loads(done.read_text())["result"])
     rows = [row for folder in folders for row in _score_rows(args, results[folder], embedder)]
     write_scores_csv(args.out / "scores.csv", rows)
     for folder in folders:
@@ -156,6 +171,7 @@ def run(args) -> int:
         spread = (f"{pd.Series(means).mean():.4f} ± {pd.Series(means).std():.4f} over {len(means)} seeds"
                   if len(means) > 1 else f"{means[0]:.4f} ± {task_rows[0]['std']:.4f}")
         print(f"{task_rows[0]['label']}\t{task_rows[0]['task']}\t{task_rows[0]['metric']}\t{spread}")
+    distributed.stop(ranks)
     return 0
 
 

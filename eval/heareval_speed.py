@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     rows, all_scores = [], []
     with tempfile.TemporaryDirectory() as work:
         for grid in args.grid:
-            for task, features, label in cases:
-                theirs_s, theirs = _heareval(task, features, Path(work) / grid, grid, args.grid_points, args.threads)
+            for index, (task, features, label) in enumerate(cases):  # one folder per case: heareval skips done ones
+                theirs_s, theirs = _heareval(task, features, Path(work) / grid / str(index), grid, args.grid_points,
+                                             args.threads)
                 ours_s, ours = _ours(task, features, grid, args.grid_points, args.threads, batched=True)
                 sequential = ""
                 if args.sequential:
