@@ -139,9 +139,34 @@ class SplitScorer:
         metric = self.task.evaluation[0]
         if not self.is_event:
             return scene_score(metric, probs, self.targets)[metric], None
+        return self._best_postprocessing(self.events(probs, self.postprocessings))
+
+    def primaries(self, probs: np.ndarray) -> list[tuple[float, Postprocessing | None]]:
+        """``primary`` of each member's probabilities (M, n, n_labels); the event post-processing of all members
+        and candidates runs as one (member, label) column block (each column is filtered on its own)."""
+        if not self.is_event:
+            return [self.primary(member_probs) for member_probs in probs]
+        members, rows, n_labels = probs.shape
+        columns = np.ascontiguousarray(probs.transpose(1, 0, 2)).reshape(rows, members * n_labels)
+        by_pp = frames_to_events(columns, self.layout, [str(c) for c in range(members * n_labels)],
+                                 self.postprocessings)
+        results = []
+        for member in range(members):
+            member_events = {
+                pp: {name: [{**e, "label": self.vocab[int(e["label"]) % n_labels]} for e in file_events
+                            if int(e["label"]) // n_labels == member] for name, file_events in events.items()}
+                for pp, events in by_pp.items()
+            }
+            results.append(self._best_postprocessing(member_events))
+        return results
+
+    def _best_postprocessing(self, events_by_pp: dict) -> tuple[float, Postprocessing]:
+        """(primary score, post-processing) of the best candidate; NaN counts as 0 and ties go to the larger
+        candidate, as heareval sorts them."""
+        metric = self.task.evaluation[0]
         sign = 1.0 if maximize(metric) else -1.0
         ranked = []
-        for pp, events in self.events(probs, self.postprocessings).items():
+        for pp, events in events_by_pp.items():
             value = event_score(metric, events, self.reference, self.vocab)[metric]
             ranked.append((0.0 if math.isnan(value) else sign * value, pp, value))  # NaN counts as 0, as heareval
         ranked.sort(key=lambda item: (item[0], item[1]), reverse=True)

@@ -242,16 +242,13 @@ def _train_group(members: list[Member], task, train, valid: SplitScorer, device:
         finished = set()
         if validating:
             logits, probs = _predict(model, x_valid, multiclass)
-            losses = None if use_scoring else _losses(logits, y_valid, multiclass)
-            for i in validating:
-                m = active[i]
-                postprocessing = None
-                if use_scoring:
-                    value, postprocessing = valid.primary(probs[i].cpu().numpy())
-                else:
-                    value = float(losses[i])
-                if trackers[m].update(value, epoch, postprocessing, lambda i=i: model.member_state(i)):
-                    finished.add(m)
+            if use_scoring:  # every validating member's post-processing and scoring at once
+                chosen = valid.primaries(probs[validating].cpu().numpy())
+            else:
+                chosen = [(float(loss), None) for loss in _losses(logits[validating], y_valid, multiclass)]
+            for i, (value, postprocessing) in zip(validating, chosen):
+                if trackers[active[i]].update(value, epoch, postprocessing, lambda i=i: model.member_state(i)):
+                    finished.add(active[i])
         finished |= {m for m in active if epoch + 1 >= confs[m]["max_epochs"]}
         if finished:
             remaining = [i for i, m in enumerate(active) if m not in finished]

@@ -71,11 +71,11 @@ def read_scores(out: Path) -> pd.DataFrame:
 
 
 def torchrun(suite: Path, modules: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                "-m", "eval", *run_args(suite, out)]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(modules)]), "OMP_NUM_THREADS": "1",
                    **env}
-    return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

@@ -106,3 +106,14 @@ def test_a_training_batch_of_one_row_is_a_clear_error():
     assert len(train[0]) % 10 == 1
     with pytest.raises(ValueError, match="batch of size 1"):
         train_probes([member], task, train, SplitScorer(task, features["valid"]), "cpu")
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.9])
+def test_event_scoring_of_many_members_equals_one_at_a_time(smooth):
+    task = synthetic.event_task(evaluation=("event_onset_offset_50ms_20perc_fms", "segment_1s_er"))
+    features = synthetic.event_features(task, n_files=5)
+    valid = SplitScorer(task, features["valid"])
+    rng = np.random.default_rng(0)
+    truth = features["valid"].y
+    probs = np.stack([np.clip(smooth * truth + (1 - smooth) * rng.random(truth.shape), 0, 1) for _ in range(4)])
+    assert valid.primaries(probs.astype(np.float32)) == [valid.primary(p) for p in probs.astype(np.float32)]
