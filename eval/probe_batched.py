@@ -5,10 +5,13 @@ returns for that member: the same initial weights (each member is built by ``bui
 the same dropout masks (each member draws them from its own generator, continuing its seed's stream after the
 init, in the order the sequential model draws them), the same batches in the same order, Adam with the member's
 learning rate, BatchNorm statistics per member, and the sequential early-stopping and checkpoint rules applied
-per member. Weights are stacked along a leading member dimension and every layer is one batched matmul. Only the
-float rounding of batched matmuls differs (logits agree to about 1e-6; tests/test_probe_batched.py checks them
-against the sequential path). Members that stop leave the batch. Dropout masks reproduce the sequential ones
-on CPU only (CUDA's fused dropout draws differently).
+per member. Weights are stacked along a leading member dimension and every layer is one batched matmul
+(baddbmm), BatchNorm one call with (member, feature) pairs as channels; the losses and the Adam step size are
+computed per member as torch computes them, so on CPU every member's weights equal the sequential ones bit for
+bit (tests/test_probe_batched.py; a fused mean over members or a tensor step size would round differently, and
+the Linear bias before a BatchNorm, whose true gradient is 0, would then drift on rounding noise). Members that
+stop leave the batch. On CUDA the dropout masks differ from the sequential ones (its fused dropout draws
+differently); the semantics are the same.
 
 Members can share a batch when their layer shapes and batch size agree (``group_key``); ``train_probes``
 groups them itself.
@@ -43,7 +46,9 @@ def group_key(conf: dict) -> tuple[int, int, int]:
     return conf["hidden_layers"], conf["hidden_dim"] if conf["hidden_layers"] else 0, conf["batch_size"]
 
 
-def _stack_members(members: list[Member], n_features: int, n_labels: int) -> tuple[list[torch.Tensor], list]:
+def _stack_members(
+    members: list[Member], n_features: int, n_labels: int
+) -> tuple[dict[str, torch.Tensor], list[torch.Generator]]:
     """Initial weights of every member, stacked: per Sequential key a (n_members, ...) tensor, and per member a
     generator holding its RNG stream right after the init (where the sequential model's dropout continues)."""
     states, generators = [], []
