@@ -333,13 +333,13 @@ def evaluate_seeds(
         torch.set_num_threads(previous)
 
 
-def _train_all(members, task, train, valid, device: str, batched: bool) -> list[FittedProbe]:
-    """Fits of (conf, seed) members: batched (eval.probe_batched) or one after the other (the reference)."""
-    from eval.probe_batched import train_probes  # imports this module: imported when first used
+def _train_jobs(jobs: list[tuple], task, device: str, batched: bool) -> list[FittedProbe]:
+    """Fits of (Member, train, valid) jobs: batched (eval.probe_batched) or one after the other (the reference)."""
+    from eval.probe_batched import train_probes_on_splits  # imports this module: imported when first used
 
     if batched:
-        return train_probes(members, task, train, valid, device)
-    return [train_probe(member.conf, task, train, valid, device, seed=member.seed) for member in members]
+        return train_probes_on_splits(jobs, task, device)
+    return [train_probe(member.conf, task, train, valid, device, seed=member.seed) for member, train, valid in jobs]
 
 
 def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batched) -> dict[int, TaskResult]:
@@ -352,7 +352,7 @@ def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batc
     valid = SplitScorer(task, fold_features(features, first["valid"], task)[0])
     members = [Member(conf=conf, seed=seed * 100_003 + index) for seed in seeds for index, conf in enumerate(confs)]
     with tqdm(total=len(arrangements), desc=f"{task.name} grid and folds", disable=not progress) as bar:
-        grid_fits = _train_all(members, task, train, valid, device, batched)
+        grid_fits = _train_jobs([(member, train, valid) for member in members], task, device, batched)
         bar.update()
         larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
         best: dict[int, tuple[FittedProbe, int]] = {}
@@ -361,14 +361,17 @@ def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batc
             candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
             best[seed] = candidates[0]
         fits = {seed: [best[seed][0]] for seed in seeds}
+        jobs, job_seeds = [], []  # every later fold rotation of every seed: the winner retrained, batched
         for fold, arrangement in enumerate(arrangements[1:], 1):
             fold_train = concat_features(fold_features(features, arrangement["train"], task))
             fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
-            fold_members = [Member(conf=confs[best[seed][1]], seed=seed * 100_003 + 1000 * fold + best[seed][1])
-                            for seed in seeds]
-            for seed, fit in zip(seeds, _train_all(fold_members, task, fold_train, fold_valid, device, batched)):
-                fits[seed].append(fit)
-            bar.update()
+            for seed in seeds:
+                member = Member(conf=confs[best[seed][1]], seed=seed * 100_003 + 1000 * fold + best[seed][1])
+                jobs.append((member, fold_train, fold_valid))
+                job_seeds.append(seed)
+        for seed, fit in zip(job_seeds, _train_jobs(jobs, task, device, batched)):  # in fold order per seed
+            fits[seed].append(fit)
+        bar.update(len(arrangements) - 1)
     tests = {arrangement["test"][0]: SplitScorer(task, fold_features(features, arrangement["test"], task)[0])
              for arrangement in arrangements}
     return {seed: _score_seed(task, confs[best[seed][1]], fits[seed], arrangements, tests, grid, device)

@@ -94,13 +94,13 @@ class StackedMLP:
         return {key: tensors[key][member].detach().reshape(shape).clone() for key, shape in self.member_shapes.items()}
 
     def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
-        """x: (B, D) shared by all members → logits (M, B, n_labels).
+        """x: (B, D) shared by all members or (M, B, D) one per member → logits (M, B, n_labels).
 
         masks: per hidden layer a (M, B, H) dropout multiplier (training), or None (eval mode). Every op gives
         each member bit for bit what the sequential model's op gives (baddbmm = addmm per member; BatchNorm
         with members × features as channels = BatchNorm1d per member)."""
         members = self.parameters["0.weight"].shape[0]
-        h = x.expand(members, *x.shape)
+        h = x.expand(members, *x.shape) if x.dim() == 2 else x
         for layer, index in enumerate(self.linear):
             weight, bias = self.parameters[f"{index}.weight"], self.parameters[f"{index}.bias"]
             h = torch.baddbmm(bias, h, weight.transpose(1, 2))
@@ -191,10 +191,14 @@ class _Tracker:
 
 
 def _losses(logits: torch.Tensor, y: torch.Tensor, multiclass: bool) -> torch.Tensor:
-    """Each member's mean loss (M,) from logits (M, B, C): the sequential loss function called once per member,
+    """Each member's mean loss (M,) from logits (M, B, C) and targets shared or one per member: the sequential
+    loss function called once per member,
     so that its gradients are the sequential ones bit for bit (a fused mean over members rounds differently)."""
     loss_fn = F.cross_entropy if multiclass else F.binary_cross_entropy_with_logits
-    return torch.stack([loss_fn(member_logits, y if multiclass else y.to(logits.dtype)) for member_logits in logits])
+    per_member = y.dim() == (logits.dim() - 1 if multiclass else logits.dim())  # (M, B[, L]) or shared (B[, L])
+    targets = list(y) if per_member else [y] * len(logits)
+    return torch.stack([loss_fn(member_logits, t if multiclass else t.to(logits.dtype))
+                        for member_logits, t in zip(logits, targets)])
 
 
 def _predict(model: StackedMLP, x: torch.Tensor, multiclass: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,16 +225,79 @@ def _dropout_masks(members: list[int], confs: list[dict], generators: list, rows
     return [mask.to(device) for mask in masks]
 
 
-def _train_group(members: list[Member], task, train, valid: SplitScorer, device: str) -> list[FittedProbe]:
-    """Train members of one group_key together; FittedProbes in the members' order."""
+@dataclass
+class _GroupData:
+    """A group's training rows and validation splits: one set shared by all members (x 2-D), or one set per
+    member (x 3-D; fold rotations with equally many training rows), validation rows zero-padded to equal length
+    (eval-mode BatchNorm treats rows independently, so padding changes no member's real rows)."""
+
+    x: torch.Tensor  # (N, D) shared or (M, N, D)
+    y: torch.Tensor  # (N,) / (N, L) shared or (M, N) / (M, N, L)
+    x_valid: torch.Tensor  # (n, D) shared or (M, n_max, D)
+    y_valid: list[torch.Tensor]  # per member (n_m,) or (n_m, L)
+    valid: list[SplitScorer]  # per member
+
+    @property
+    def shared(self) -> bool:
+        return self.x.dim() == 2
+
+    @classmethod
+    def build(cls, trains: list, valids: list[SplitScorer], device: str) -> _GroupData:
+        def tensor(a, dtype=None):
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        y_valid = [tensor(v.features.y) for v in valids]
+        if all(t is trains[0] for t in trains) and all(v is valids[0] for v in valids):
+            return cls(x=tensor(trains[0][0], torch.float32), y=tensor(trains[0][1]),
+                       x_valid=tensor(valids[0].features.x, torch.float32), y_valid=y_valid, valid=list(valids))
+        longest = max(len(v.features.x) for v in valids)
+        x_valid = torch.zeros(len(valids), longest, valids[0].features.x.shape[1], device=device)
+        for m, v in enumerate(valids):
+            x_valid[m, : len(v.features.x)] = tensor(v.features.x, torch.float32)
+        return cls(x=torch.stack([tensor(t[0], torch.float32) for t in trains]),
+                   y=torch.stack([tensor(t[1]) for t in trains]), x_valid=x_valid, y_valid=y_valid, valid=list(valids))
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only these members (positions in the current batch)."""
+        self.y_valid, self.valid = [self.y_valid[i] for i in index], [self.valid[i] for i in index]
+        if not self.shared:
+            selected = torch.tensor(index, device=self.x.device)
+            self.x, self.y, self.x_valid = self.x[selected], self.y[selected], self.x_valid[selected]
+
+    def batch(self, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared:
+            return self.x[start : start + size], self.y[start : start + size]
+        return self.x[:, start : start + size], self.y[:, start : start + size]
+
+    @property
+    def n_rows(self) -> int:
+        return self.x.shape[-2]
+
+
+def _validate(model: StackedMLP, data: _GroupData, validating: list[int], use_scoring: bool,
+              multiclass: bool) -> list[tuple[float, object]]:
+    """(monitored value, post-processing) of the members at these batch positions."""
+    logits, probs = _predict(model, data.x_valid, multiclass)
+    if data.shared and use_scoring:  # every validating member's post-processing and scoring at once
+        return data.valid[0].primaries(probs[validating].cpu().numpy())
+    chosen = []
+    for i in validating:
+        rows = len(data.y_valid[i])
+        if use_scoring:
+            chosen.append(data.valid[i].primary(probs[i, :rows].cpu().numpy()))
+        else:
+            chosen.append((float(_losses(logits[i : i + 1, :rows], data.y_valid[i], multiclass)[0]), None))
+    return chosen
+
+
+def _train_group(members: list[Member], task, trains: list, valids: list[SplitScorer],
+                 device: str) -> list[FittedProbe]:
+    """Train members of one group_key (and training length) together; FittedProbes in the members' order."""
     confs = [member.conf for member in members]
     hidden_layers, hidden_dim, batch_size = group_key(confs[0])
     multiclass = task.prediction_type == "multiclass"
-    x = torch.as_tensor(train[0], dtype=torch.float32, device=device)
-    y = torch.as_tensor(train[1], device=device)
-    x_valid = torch.as_tensor(valid.features.x, dtype=torch.float32, device=device)
-    y_valid = torch.as_tensor(valid.features.y, device=device)
-    state, generators = _stack_members(members, x.shape[1], len(task.label_vocab))
+    data = _GroupData.build(trains, valids, device)
+    state, generators = _stack_members(members, data.x.shape[-1], len(task.label_vocab))
     model = StackedMLP(state, hidden_layers, device)
     optimizer = StackedAdam(model, [c["lr"] for c in confs])
     use_scoring = task.use_scoring_for_early_stopping
@@ -238,19 +305,15 @@ def _train_group(members: list[Member], task, train, valid: SplitScorer, device:
     trackers = [_Tracker(conf=c, larger_is_better=larger_is_better) for c in confs]
     active = list(range(len(members)))  # member indices still training, in the order of the batch dimension
     for epoch in range(max(c["max_epochs"] for c in confs)):
-        for start in range(0, len(x), batch_size):  # same order every epoch, as heareval
-            x_batch, y_batch = x[start : start + batch_size], y[start : start + batch_size]
-            masks = _dropout_masks(active, confs, generators, len(x_batch), hidden_dim, hidden_layers, device)
+        for start in range(0, data.n_rows, batch_size):  # same order every epoch, as heareval
+            x_batch, y_batch = data.batch(start, batch_size)
+            masks = _dropout_masks(active, confs, generators, x_batch.shape[-2], hidden_dim, hidden_layers, device)
             _losses(model.forward(x_batch, masks), y_batch, multiclass).sum().backward()
             optimizer.step()
         validating = [i for i, m in enumerate(active) if (epoch + 1) % confs[m]["check_val_every_n_epoch"] == 0]
         finished = set()
         if validating:
-            logits, probs = _predict(model, x_valid, multiclass)
-            if use_scoring:  # every validating member's post-processing and scoring at once
-                chosen = valid.primaries(probs[validating].cpu().numpy())
-            else:
-                chosen = [(float(loss), None) for loss in _losses(logits[validating], y_valid, multiclass)]
+            chosen = _validate(model, data, validating, use_scoring, multiclass)
             for i, (value, postprocessing) in zip(validating, chosen):
                 if trackers[active[i]].update(value, epoch, postprocessing, lambda i=i: model.member_state(i)):
                     finished.add(active[i])
@@ -260,9 +323,9 @@ def _train_group(members: list[Member], task, train, valid: SplitScorer, device:
             active = [active[i] for i in remaining]
             if not active:
                 break
-            index = torch.tensor(remaining, device=device)
-            model.keep(index)
-            optimizer.keep(index)
+            model.keep(torch.tensor(remaining, device=device))
+            optimizer.keep(torch.tensor(remaining, device=device))
+            data.keep(remaining)
     for member, tracker in zip(members, trackers):
         if tracker.best is None:
             raise ValueError(f"grid point {member.conf} never validated: max_epochs < check_val_every_n_epoch")
@@ -273,11 +336,18 @@ def train_probes(
     members: list[Member], task, train: tuple[np.ndarray, np.ndarray], valid: SplitScorer, device: str
 ) -> list[FittedProbe]:
     """``[train_probe(m.conf, task, train, valid, device, seed=m.seed) for m in members]``, batched by group_key."""
+    return train_probes_on_splits([(member, train, valid) for member in members], task, device)
+
+
+def train_probes_on_splits(jobs: list[tuple[Member, tuple, SplitScorer]], task, device: str) -> list[FittedProbe]:
+    """``train_probe`` of each (member, train, valid) job, e.g. the fold rotations of a k-fold task; jobs with the
+    same group_key and number of training rows train in one batch."""
     groups: dict[tuple, list[int]] = {}
-    for index, member in enumerate(members):
-        groups.setdefault(group_key(member.conf), []).append(index)
-    fits: list[FittedProbe | None] = [None] * len(members)
+    for index, (member, train, _) in enumerate(jobs):
+        groups.setdefault((*group_key(member.conf), len(train[0])), []).append(index)
+    fits: list[FittedProbe | None] = [None] * len(jobs)
     for indices in groups.values():
-        for index, fit in zip(indices, _train_group([members[i] for i in indices], task, train, valid, device)):
+        members, trains, valids = zip(*(jobs[i] for i in indices))
+        for index, fit in zip(indices, _train_group(list(members), task, list(trains), list(valids), device)):
             fits[index] = fit
     return fits

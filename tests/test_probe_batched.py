@@ -11,7 +11,7 @@ import torch
 from eval import synthetic
 from eval.probe import PARAM_GRIDS, SplitScorer, build_mlp, evaluate_seeds, evaluate_task, grid_points
 from eval.probe import predict_probabilities, train_probe
-from eval.probe_batched import Member, group_key, train_probes
+from eval.probe_batched import Member, group_key, train_probes, train_probes_on_splits
 
 BASE = {k: v[0] for k, v in PARAM_GRIDS["default"].items()}
 
@@ -117,3 +117,23 @@ def test_event_scoring_of_many_members_equals_one_at_a_time(smooth):
     truth = features["valid"].y
     probs = np.stack([np.clip(smooth * truth + (1 - smooth) * rng.random(truth.shape), 0, 1) for _ in range(4)])
     assert valid.primaries(probs.astype(np.float32)) == [valid.primary(p) for p in probs.astype(np.float32)]
+
+
+@pytest.mark.parametrize("use_scoring", [True, False])
+def test_jobs_on_different_splits_equal_the_sequential_path(use_scoring):
+    """Fold rotations: each member its own training rows (equal count) and validation rows (unequal counts)."""
+    task = dataclasses.replace(synthetic.scene_task(), use_scoring_for_early_stopping=use_scoring)
+    features = synthetic.scene_features(task, n=90, noise=1.0, flip=0.2)
+    splits = [features["train"], features["valid"], features["test"]]
+    members = [m for m in mixed_members() if m.conf["hidden_layers"] == 1]
+    jobs = []
+    for k, member in enumerate(members):
+        train = splits[k % 3]
+        valid = dataclasses.replace(splits[(k + 1) % 3], x=splits[(k + 1) % 3].x[: 40 + 10 * k],
+                                    y=splits[(k + 1) % 3].y[: 40 + 10 * k])
+        jobs.append((member, (train.x, train.y), SplitScorer(task, valid)))
+    batched = train_probes_on_splits(jobs, task, "cpu")
+    for (member, train, valid), many in zip(jobs, batched):
+        one = train_probe(member.conf, task, train, valid, "cpu", seed=member.seed)
+        assert (many.epoch, many.validation_score) == (one.epoch, one.validation_score)
+        assert all(torch.equal(one.state[k], many.state[k]) for k in one.state)
