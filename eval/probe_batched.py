@@ -62,6 +62,22 @@ def _stack_members(
     return stacked, generators
 
 
+class _BatchedLinear(torch.autograd.Function):
+    """baddbmm(bias, h, weight^T) whose weight gradient is computed straight in the weight's (M, out, in) layout
+    (autograd's would be a transposed view that accumulating into the weight copies element by element)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        return torch.baddbmm(bias, h, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        grad_h = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        return grad_h, torch.bmm(grad.transpose(1, 2), h), grad.sum(dim=1, keepdim=True)
+
+
 class StackedMLP:
     """``build_mlp``'s model for n_members members at once. Linear weights (M, out, in), biases (M, 1, out);
     BatchNorm affine (M, 1, H) and running statistics (M, H)."""
@@ -103,7 +119,7 @@ class StackedMLP:
         h = x.expand(members, *x.shape) if x.dim() == 2 else x
         for layer, index in enumerate(self.linear):
             weight, bias = self.parameters[f"{index}.weight"], self.parameters[f"{index}.bias"]
-            h = torch.baddbmm(bias, h, weight.transpose(1, 2))
+            h = _BatchedLinear.apply(h, weight, bias)
             if layer == self.hidden_layers:
                 return h
             h = self._batch_norm(h, index + 1, training=masks is not None)
