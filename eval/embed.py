@@ -330,7 +330,7 @@ def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seco
         split_dir = task_dir / split
         missing = [i for i in range(len(batches)) if not (split_dir / f"batch_{i:05d}.npz").is_file()]
         if missing:
-            raise RuntimeError(f"{task.name}/{split}: cache batches {missing[:5]} are missing in {split_dir} "
+            raise ValueError(f"{task.name}/{split}: cache batches {missing[:5]} are missing in {split_dir} "
                                "(another rank did not finish its share); rerun to complete them")
         features[split] = _assemble(task, split, split_dir, batches, order[split])
     return features
