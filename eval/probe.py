@@ -192,6 +192,39 @@ class FittedProbe:
     postprocessing: Postprocessing | None
 
 
+@dataclass
+class CheckpointTracker:
+    """Early stopping (min_delta 0, check_finite) then best checkpoint (save_top_k 1, NaN stored as the worst
+    value), as Lightning 1.x applies them after each validation."""
+
+    patience: int
+    larger_is_better: bool
+    stop_best: float = math.nan
+    wait: int = 0
+    best: FittedProbe | None = None
+
+    def __post_init__(self):
+        self.stop_best = -math.inf if self.larger_is_better else math.inf
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.larger_is_better else a < b
+
+    def update(self, value: float, epoch: int, postprocessing, state_of) -> bool:
+        """Record one validation (``state_of()`` gives the weights, called only for a new best); returns whether
+        training stops."""
+        stop = not math.isfinite(value)
+        if not stop and self.better(value, self.stop_best):
+            self.stop_best, self.wait = value, 0
+        elif not stop:
+            self.wait += 1
+            stop = self.wait >= self.patience
+        if self.best is None or self.better(value, self.best.validation_score):
+            stored = (-math.inf if self.larger_is_better else math.inf) if math.isnan(value) else value
+            self.best = FittedProbe(state=state_of(), epoch=epoch, validation_score=stored,
+                                    postprocessing=postprocessing)
+        return stop
+
+
 def predict_probabilities(
     model: torch.nn.Module, x: torch.Tensor, multiclass: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,9 +253,8 @@ def train_probe(
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
     loss_fn = _loss_fn(multiclass)
     use_scoring = task.use_scoring_for_early_stopping
-    larger_is_better = maximize(task.evaluation[0]) if use_scoring else False
-    better = (lambda a, b: a > b) if larger_is_better else (lambda a, b: a < b)
-    stop_best, wait, best = (-math.inf if larger_is_better else math.inf), 0, None
+    tracker = CheckpointTracker(patience=conf["patience"],
+                                larger_is_better=maximize(task.evaluation[0]) if use_scoring else False)
     for epoch in range(conf["max_epochs"]):
         model.train()
         for start in range(0, len(x), conf["batch_size"]):  # same order every epoch, as heareval
@@ -238,19 +270,9 @@ def train_probe(
             value, postprocessing = valid.primary(probs.cpu().numpy())
         else:
             value = float(loss_fn(logits, y_valid))
-        # EarlyStopping (min_delta 0, check_finite) then ModelCheckpoint (save_top_k 1, NaN stored as worst)
-        stop = not math.isfinite(value)
-        if not stop and better(value, stop_best):
-            stop_best, wait = value, 0
-        elif not stop:
-            wait += 1
-            stop = wait >= conf["patience"]
-        if best is None or better(value, best.validation_score):
-            stored = (-math.inf if larger_is_better else math.inf) if math.isnan(value) else value
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best = FittedProbe(state=state, epoch=epoch, validation_score=stored, postprocessing=postprocessing)
-        if stop:
+        if tracker.update(value, epoch, postprocessing, state_of=lambda: copy.deepcopy(model.state_dict())):
             break
+    best = tracker.best
     if best is None:
         raise ValueError(f"grid point {conf} never validated: max_epochs < check_val_every_n_epoch")
     return best

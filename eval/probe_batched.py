@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.probe import FittedProbe, SplitScorer, build_mlp
+from eval.probe import CheckpointTracker, FittedProbe, SplitScorer, build_mlp
 from eval.score import maximize
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as heareval
@@ -175,37 +175,6 @@ class StackedAdam:
             param.grad = None
 
 
-@dataclass
-class _Tracker:
-    """One member's early stopping and best checkpoint (Lightning rules, as eval.probe.train_probe)."""
-
-    conf: dict
-    larger_is_better: bool
-    stop_best: float = math.nan
-    wait: int = 0
-    best: FittedProbe | None = None
-
-    def __post_init__(self):
-        self.stop_best = -math.inf if self.larger_is_better else math.inf
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.larger_is_better else a < b
-
-    def update(self, value: float, epoch: int, postprocessing, state_of) -> bool:
-        """Record one validation; returns whether training stops."""
-        stop = not math.isfinite(value)
-        if not stop and self.better(value, self.stop_best):
-            self.stop_best, self.wait = value, 0
-        elif not stop:
-            self.wait += 1
-            stop = self.wait >= self.conf["patience"]
-        if self.best is None or self.better(value, self.best.validation_score):
-            stored = (-math.inf if self.larger_is_better else math.inf) if math.isnan(value) else value
-            self.best = FittedProbe(state=state_of(), epoch=epoch, validation_score=stored,
-                                    postprocessing=postprocessing)
-        return stop
-
-
 def _losses(logits: torch.Tensor, y: torch.Tensor, multiclass: bool) -> torch.Tensor:
     """Each member's mean loss (M,) from logits (M, B, C) and targets shared or one per member: the sequential
     loss function called once per member,
@@ -318,7 +287,7 @@ def _train_group(members: list[Member], task, trains: list, valids: list[SplitSc
     optimizer = StackedAdam(model, [c["lr"] for c in confs])
     use_scoring = task.use_scoring_for_early_stopping
     larger_is_better = maximize(task.evaluation[0]) if use_scoring else False
-    trackers = [_Tracker(conf=c, larger_is_better=larger_is_better) for c in confs]
+    trackers = [CheckpointTracker(patience=c["patience"], larger_is_better=larger_is_better) for c in confs]
     active = list(range(len(members)))  # member indices still training, in the order of the batch dimension
     for epoch in range(max(c["max_epochs"] for c in confs)):
         for start in range(0, data.n_rows, batch_size):  # same order every epoch, as heareval
