@@ -280,8 +280,11 @@ def _embed_batch(task: Task, split: str, names: list[str], embedder: Embedder) -
 
 
 def _compute_missing_batches(task: Task, split: str, split_dir: Path, batches: list[list[str]],
-                             embedder: Embedder, progress: bool) -> None:
-    missing = [index for index in range(len(batches)) if not (split_dir / f"batch_{index:05d}.npz").is_file()]
+                             embedder: Embedder, progress: bool, shard: tuple[int, int] = (0, 1)) -> None:
+    """Compute the missing batches whose index is shard[0] modulo shard[1] (this rank's share)."""
+    rank, world_size = shard
+    missing = [index for index in range(rank, len(batches), world_size)
+               if not (split_dir / f"batch_{index:05d}.npz").is_file()]
     for index in tqdm(missing, desc=f"embed {task.name}/{split}", disable=not progress or not missing, leave=False):
         arrays = _embed_batch(task, split, batches[index], embedder)
         write_atomically(split_dir / f"batch_{index:05d}.npz", lambda out: np.savez(out, **arrays))
@@ -334,9 +337,12 @@ def _assemble(task: Task, split: str, split_dir: Path, batches: list[list[str]],
 
 
 def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seconds: float = 60.0,
-               progress: bool = True) -> dict[str, SplitFeatures]:
+               progress: bool = True, shard: tuple[int, int] = (0, 1), barrier=None) -> dict[str, SplitFeatures]:
     """Embeddings and targets of every split (or fold) of ``task``, keyed by split name, computed once and
-    cached under ``cache_dir/<task>/<key hash>/``."""
+    cached under ``cache_dir/<task>/<key hash>/``.
+
+    shard, barrier (eval.distributed): this process computes only batches rank, rank + world_size, ... of each
+    split, then calls ``barrier()`` (every rank must call embed_task) before reading the others' batches."""
     if problem := path_component_problem(task.name):  # a Task built by hand skips validate_task
         raise ValueError(f"task name {task.name!r} {problem}; it names the cache folder")
     key = embedder.cache_key(task)
@@ -345,10 +351,20 @@ def embed_task(task: Task, embedder: Embedder, cache_dir: str | Path, batch_seco
     if not (task_dir / "key.json").is_file():
         atomic_files.write_json_atomically(task_dir / "key.json", key)
     order = heareval_file_order(task)
-    features = {}
+    plans = {}
     for split in task.splits:
         split_dir = task_dir / split
         batches = _split_plan(task, split, split_dir, embedder, batch_seconds)
-        _compute_missing_batches(task, split, split_dir, batches, embedder, progress)
+        _compute_missing_batches(task, split, split_dir, batches, embedder, progress, shard)
+        plans[split] = batches
+    if barrier is not None:
+        barrier()
+    features = {}
+    for split, batches in plans.items():
+        split_dir = task_dir / split
+        missing = [i for i in range(len(batches)) if not (split_dir / f"batch_{i:05d}.npz").is_file()]
+        if missing:
+            raise ValueError(f"{task.name}/{split}: cache batches {missing[:5]} are missing in {split_dir} "
+                             "(another rank did not finish its share); rerun to complete them")
         features[split] = _assemble(task, split, split_dir, batches, order[split])
     return features

@@ -3,8 +3,9 @@
 Same model, losses, optimiser, grids and their order, batch order, validation schedule, early stopping and
 checkpoint rules (Lightning 1.x: ties are no improvement, a non-finite score stops training, NaN is stored as
 the worst score), event post-processing choice, fold rotation and aggregation as heareval; it is faster
-because the data stay in one tensor, batches are slices and event post-processing / scoring is vectorised
-(results/heareval_speed.md; tests/test_heareval_crosscheck.py compares with the real heareval).
+because the data stay in one tensor, batches are slices, the grid points (and seeds) train as one batched model
+(eval/probe_batched.py; ``train_probe`` here is the one-at-a-time reference) and event post-processing / scoring is
+vectorised (results/heareval_speed.md; tests/test_heareval_crosscheck.py compares with the real heareval).
 
 Choices:
 - Training batches come in the same order every epoch, as in heareval (its loader never shuffles training
@@ -143,9 +144,34 @@ class SplitScorer:
         metric = self.task.evaluation[0]
         if not self.is_event:
             return scene_score(metric, probs, self.targets)[metric], None
+        return self._best_postprocessing(self.events(probs, self.postprocessings))
+
+    def primaries(self, probs: np.ndarray) -> list[tuple[float, Postprocessing | None]]:
+        """``primary`` of each member's probabilities (M, n, n_labels); the event post-processing of all members
+        and candidates runs as one (member, label) column block (each column is filtered on its own)."""
+        if not self.is_event:
+            return [self.primary(member_probs) for member_probs in probs]
+        members, rows, n_labels = probs.shape
+        columns = np.ascontiguousarray(probs.transpose(1, 0, 2)).reshape(rows, members * n_labels)
+        by_pp = frames_to_events(columns, self.layout, [str(c) for c in range(members * n_labels)],
+                                 self.postprocessings)
+        results = []
+        for member in range(members):
+            member_events = {
+                pp: {name: [{**e, "label": self.vocab[int(e["label"]) % n_labels]} for e in file_events
+                            if int(e["label"]) // n_labels == member] for name, file_events in events.items()}
+                for pp, events in by_pp.items()
+            }
+            results.append(self._best_postprocessing(member_events))
+        return results
+
+    def _best_postprocessing(self, events_by_pp: dict) -> tuple[float, Postprocessing]:
+        """(primary score, post-processing) of the best candidate; NaN counts as 0 and ties go to the larger
+        candidate, as heareval sorts them."""
+        metric = self.task.evaluation[0]
         sign = 1.0 if maximize(metric) else -1.0
         ranked = []
-        for pp, events in self.events(probs, self.postprocessings).items():
+        for pp, events in events_by_pp.items():
             value = event_score(metric, events, self.reference, self.vocab)[metric]
             ranked.append((0.0 if math.isnan(value) else sign * value, pp, value))  # NaN counts as 0, as heareval
         ranked.sort(key=lambda item: (item[0], item[1]), reverse=True)
@@ -169,6 +195,39 @@ class FittedProbe:
     epoch: int
     validation_score: float
     postprocessing: Postprocessing | None
+
+
+@dataclass
+class CheckpointTracker:
+    """Early stopping (min_delta 0, check_finite) then best checkpoint (save_top_k 1, NaN stored as the worst
+    value), as Lightning 1.x applies them after each validation."""
+
+    patience: int
+    larger_is_better: bool
+    stop_best: float = math.nan
+    wait: int = 0
+    best: FittedProbe | None = None
+
+    def __post_init__(self):
+        self.stop_best = -math.inf if self.larger_is_better else math.inf
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.larger_is_better else a < b
+
+    def update(self, value: float, epoch: int, postprocessing, state_of) -> bool:
+        """Record one validation (``state_of()`` gives the weights, called only for a new best); returns whether
+        training stops."""
+        stop = not math.isfinite(value)
+        if not stop and self.better(value, self.stop_best):
+            self.stop_best, self.wait = value, 0
+        elif not stop:
+            self.wait += 1
+            stop = self.wait >= self.patience
+        if self.best is None or self.better(value, self.best.validation_score):
+            stored = (-math.inf if self.larger_is_better else math.inf) if math.isnan(value) else value
+            self.best = FittedProbe(state=state_of(), epoch=epoch, validation_score=stored,
+                                    postprocessing=postprocessing)
+        return stop
 
 
 def predict_probabilities(
@@ -199,9 +258,8 @@ def train_probe(
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
     loss_fn = _loss_fn(multiclass)
     use_scoring = task.use_scoring_for_early_stopping
-    larger_is_better = maximize(task.evaluation[0]) if use_scoring else False
-    better = (lambda a, b: a > b) if larger_is_better else (lambda a, b: a < b)
-    stop_best, wait, best = (-math.inf if larger_is_better else math.inf), 0, None
+    tracker = CheckpointTracker(patience=conf["patience"],
+                                larger_is_better=maximize(task.evaluation[0]) if use_scoring else False)
     for epoch in range(conf["max_epochs"]):
         model.train()
         for start in range(0, len(x), conf["batch_size"]):  # same order every epoch, as heareval
@@ -217,19 +275,9 @@ def train_probe(
             value, postprocessing = valid.primary(probs.cpu().numpy())
         else:
             value = float(loss_fn(logits, y_valid))
-        # EarlyStopping (min_delta 0, check_finite) then ModelCheckpoint (save_top_k 1, NaN stored as worst)
-        stop = not math.isfinite(value)
-        if not stop and better(value, stop_best):
-            stop_best, wait = value, 0
-        elif not stop:
-            wait += 1
-            stop = wait >= conf["patience"]
-        if best is None or better(value, best.validation_score):
-            stored = (-math.inf if larger_is_better else math.inf) if math.isnan(value) else value
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best = FittedProbe(state=state, epoch=epoch, validation_score=stored, postprocessing=postprocessing)
-        if stop:
+        if tracker.update(value, epoch, postprocessing, state_of=lambda: copy.deepcopy(model.state_dict())):
             break
+    best = tracker.best
     if best is None:
         raise ValueError(f"grid point {conf} never validated: max_epochs < check_val_every_n_epoch")
     return best
@@ -287,58 +335,105 @@ def evaluate_task(
     progress: bool = True,
     n_grid_points: int = DEFAULT_GRID_POINTS,
     num_threads: int | None = 1,
+    batched: bool = True,
 ) -> TaskResult:
     """heareval's protocol: grid search on the first arrangement, winner retrained and tested on every fold.
 
     num_threads: torch CPU threads while probing (None leaves torch's setting). One thread is the default
     because these small MLPs ran 7-15x slower with 2 threads than with 1 on a busy 2-core machine.
+    batched: train the grid points together (eval.probe_batched; same results as one after the other).
     """
+    return evaluate_seeds(task, features, seeds=[seed], grid=grid, device=device, progress=progress,
+                          n_grid_points=n_grid_points, num_threads=num_threads, batched=batched)[seed]
+
+
+def evaluate_seeds(
+    task,
+    features: dict[str, SplitFeatures],
+    seeds: list[int],
+    grid: str = "default",
+    device: str = "cpu",
+    progress: bool = True,
+    n_grid_points: int = DEFAULT_GRID_POINTS,
+    num_threads: int | None = 1,
+    batched: bool = True,
+) -> dict[int, TaskResult]:
+    """``evaluate_task`` for every seed, the seeds' probes trained in the same batched model: seed → result."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     previous = torch.get_num_threads()
     if num_threads is not None and device == "cpu":
         torch.set_num_threads(num_threads)
     try:
-        return _evaluate(task, features, grid, device, seed, progress, n_grid_points)
+        return _evaluate(task, features, grid, device, list(seeds), progress, n_grid_points, batched)
     finally:
         torch.set_num_threads(previous)
 
 
-def _evaluate(task, features, grid, device, seed, progress, n_grid_points) -> TaskResult:
+def _train_jobs(jobs: list[tuple], task, device: str, batched: bool) -> list[FittedProbe]:
+    """Fits of (Member, train, valid) jobs: batched (eval.probe_batched) or one after the other (the reference)."""
+    from eval.probe_batched import train_probes_on_splits  # imports this module: imported when first used
+
+    if batched:
+        return train_probes_on_splits(jobs, task, device)
+    return [train_probe(member.conf, task, train, valid, device, seed=member.seed) for member, train, valid in jobs]
+
+
+def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batched) -> dict[int, TaskResult]:
+    from eval.probe_batched import Member
+
     arrangements = split_arrangements(task)
     confs = grid_points(grid, task, n_grid_points)
-    fits, fold_scores, details = [], {}, {}
     first = arrangements[0]
     train = concat_features(fold_features(features, first["train"], task))
     valid = SplitScorer(task, fold_features(features, first["valid"], task)[0])
-    candidates, minutes = [], []  # minutes: training time of each fit, heareval's time_in_min
-    for index, conf in enumerate(tqdm(confs, desc=f"{task.name} grid", disable=not progress)):
+    members = [Member(conf=conf, seed=seed * 100_003 + index) for seed in seeds for index, conf in enumerate(confs)]
+    with tqdm(total=len(arrangements), desc=f"{task.name} grid and folds", disable=not progress) as bar:
         start = time.perf_counter()
-        candidates.append((train_probe(conf, task, train, valid, device, seed=seed * 100_003 + index), index))
-        minutes.append((time.perf_counter() - start) / 60)
-    larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
-    candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
-    best_fit, best_index = candidates[0]
-    conf = confs[best_index]
-    fits.append(best_fit)
-    minutes = [minutes[best_index]]
-    for fold, arrangement in enumerate(tqdm(arrangements[1:], desc=f"{task.name} folds",
-                                            disable=not progress or len(arrangements) < 2), 1):
-        fold_train = concat_features(fold_features(features, arrangement["train"], task))
-        fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
-        fold_seed = seed * 100_003 + 1000 * fold + best_index
+        grid_fits = _train_jobs([(member, train, valid) for member in members], task, device, batched)
+        grid_minutes = (time.perf_counter() - start) / 60
+        bar.update()
+        larger_is_better = maximize(task.evaluation[0]) if task.use_scoring_for_early_stopping else False
+        best: dict[int, tuple[FittedProbe, int]] = {}
+        for s, seed in enumerate(seeds):
+            candidates = [(fit, index) for index, fit in enumerate(grid_fits[s * len(confs) : (s + 1) * len(confs)])]
+            candidates.sort(key=lambda item: item[0].validation_score, reverse=larger_is_better)  # stable, as heareval
+            best[seed] = candidates[0]
+        fits = {seed: [best[seed][0]] for seed in seeds}
+        jobs, job_seeds = [], []  # every later fold rotation of every seed: the winner retrained, batched
+        for fold, arrangement in enumerate(arrangements[1:], 1):
+            fold_train = concat_features(fold_features(features, arrangement["train"], task))
+            fold_valid = SplitScorer(task, fold_features(features, arrangement["valid"], task)[0])
+            for seed in seeds:
+                member = Member(conf=confs[best[seed][1]], seed=seed * 100_003 + 1000 * fold + best[seed][1])
+                jobs.append((member, fold_train, fold_valid))
+                job_seeds.append(seed)
         start = time.perf_counter()
-        fits.append(train_probe(conf, task, fold_train, fold_valid, device, seed=fold_seed))
-        minutes.append((time.perf_counter() - start) / 60)
-    for fit, arrangement, fit_minutes in zip(fits, arrangements, minutes):
+        for seed, fit in zip(job_seeds, _train_jobs(jobs, task, device, batched)):  # in fold order per seed
+            fits[seed].append(fit)
+        fold_minutes = (time.perf_counter() - start) / 60
+        # heareval's time_in_min: the wall time of the (batched) training that produced each fold's fit
+        minutes = [grid_minutes] + [fold_minutes] * (len(arrangements) - 1)
+        bar.update(len(arrangements) - 1)
+    tests = {arrangement["test"][0]: SplitScorer(task, fold_features(features, arrangement["test"], task)[0])
+             for arrangement in arrangements}
+    return {seed: _score_seed(task, confs[best[seed][1]], fits[seed], minutes, arrangements, tests, grid, device)
+            for seed in seeds}
+
+
+def _score_seed(task, conf, fits, minutes, arrangements, tests, grid, device) -> TaskResult:
+    """One seed's TaskResult: each fold's fit scored on its test split."""
+    fold_scores, details = {}, {}
+    for fit, fit_minutes, arrangement in zip(fits, minutes, arrangements):
         name = arrangement["test"][0]
-        test = SplitScorer(task, fold_features(features, [name], task)[0])
-        fold_scores[name] = score_test_split(fit, conf, task, test, device)
-        used = test_postprocessing(fit, task, test)
+        fold_scores[name] = score_test_split(fit, conf, task, tests[name], device)
+        used = test_postprocessing(fit, task, tests[name])
         details[name] = {"epoch": fit.epoch, "validation_score": fit.validation_score,
                          "postprocessing": dict(used) if used else None, "time_in_min": fit_minutes,
-                         "test_loss": loss_on_split(fit, conf, task, test, device)}
+                         "test_loss": loss_on_split(fit, conf, task, tests[name], device)}
     mean, std = aggregate_folds(task, fold_scores)
     return TaskResult(
         primary_metric=task.evaluation[0], fold_scores=fold_scores, mean=mean, std=std,
-        best_params={**copy.deepcopy(conf), "grid": grid}, validation_score=best_fit.validation_score,
+        best_params={**copy.deepcopy(conf), "grid": grid}, validation_score=fits[0].validation_score,
         details=details,
     )

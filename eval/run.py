@@ -73,7 +73,8 @@ class RunSpec:
     tasks: tuple[str, ...] | None = None  # only these task folders / task names
     grid: str = "default"  # probe grid, one of GRIDS
     device: str = "cpu"
-    seed: int = 0  # probe training seed
+    seed: int = 0  # probe training seed (of a single-seed run)
+    seeds: tuple[int, ...] | None = None  # several probe seeds trained together, one row each; None: (seed,)
     cache_dir: Path | None = None  # embedding cache; None: out/embeddings
     batch_seconds: float = 60.0  # at most this much audio per embedding batch
     label: str | None = None  # model name in tables; None: MODULE or MODULE[WEIGHTS]
@@ -86,6 +87,10 @@ class RunSpec:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", tuple(int(seed) for seed in self.seeds))
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise RunError(f"--seeds must name distinct seeds, got {list(self.seeds)}")
         if not isinstance(self.options, dict):
             raise RunError(f"model options must be a dict (a JSON object), got {self.options!r}")
         if not self.batch_seconds > 0:
@@ -94,6 +99,15 @@ class RunSpec:
     @property
     def display_label(self) -> str:
         return self.label or (f"{self.model}[{self.weights}]" if self.weights else self.model)
+
+    @property
+    def probe_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
+
+    @property
+    def seed_key(self) -> int | list[int]:
+        """The seed(s) in result keys: a number for one seed (as before seeds were batched), else the list."""
+        return self.probe_seeds[0] if len(self.probe_seeds) == 1 else list(self.probe_seeds)
 
     @property
     def embedding_cache(self) -> Path:
@@ -127,9 +141,10 @@ class ScoreRow:
     all_scores: str  # JSON: fold -> {metric: score}
 
     @classmethod
-    def from_result(cls, spec: RunSpec, result: dict, parameter_count: int | None = None) -> ScoreRow:
+    def from_result(cls, spec: RunSpec, result: dict, parameter_count: int | None = None,
+                    seed: int | None = None) -> ScoreRow:
         """The row of a task result (``fold_scores``, ``mean``, ``std``, ``primary_metric``, ... as stored in
-        ``tasks/*.json``)."""
+        ``tasks/*.json``); ``seed``: the probe seed of that result (default ``spec.seed``)."""
         folds = result["fold_scores"]
         return cls(
             model=spec.model, weights=spec.weights or "", options=json.dumps(spec.options, sort_keys=True),
@@ -137,8 +152,15 @@ class ScoreRow:
             label=spec.display_label, task=result["task"], metric=result["primary_metric"], score=result["mean"],
             std=result["std"], split="test" if list(folds) == ["test"] else "mean over test folds",
             n_folds=len(folds), validation_score=result["validation_score"], protocol=result["protocol"],
-            grid=spec.grid, seed=spec.seed, embed_seconds=round(result.get("embed_seconds", 0.0), 2),
+            grid=spec.grid, seed=spec.seed if seed is None else int(seed), embed_seconds=round(result.get("embed_seconds", 0.0), 2),
             probe_seconds=round(result.get("probe_seconds", 0.0), 2), all_scores=json.dumps(folds, sort_keys=True))
+
+    @classmethod
+    def per_seed(cls, spec: RunSpec, result: dict, parameter_count: int | None = None) -> list[ScoreRow]:
+        """One row per probe seed of a task result (``result["seeds"]``: seed -> that seed's scores)."""
+        per_seed = result.get("seeds") or {str(spec.seed): result}
+        return [cls.from_result(spec, {**result, **fields}, parameter_count, seed=int(seed))
+                for seed, fields in per_seed.items()]
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -169,7 +191,7 @@ def _plain_json(value):
 def _run_id(spec: RunSpec, weights_key: dict) -> str:
     """File-name-safe id of what a task result depends on besides the task: label slug + short hash."""
     identity = json.dumps({"model": spec.model, "weights": weights_key, "options": spec.options, "grid": spec.grid,
-                           "seed": spec.seed, "label": spec.display_label}, sort_keys=True, default=str)
+                           "seed": spec.seed_key, "label": spec.display_label}, sort_keys=True, default=str)
     return f"{slug(spec.display_label)[:60]}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
 
 
@@ -203,62 +225,87 @@ def locked_run_folder(out: Path, holder: str) -> Iterator[None]:
 
 
 def _evaluate(task, embedder, spec: RunSpec) -> dict:
+    """Embed (cached) and probe one task with every probe seed; the seeds train in one batched model."""
     from eval.embed import embed_task
-    from eval.probe import evaluate_task
+    from eval.probe import evaluate_seeds
 
     start = time.perf_counter()
     features = embed_task(task, embedder, spec.embedding_cache, batch_seconds=spec.batch_seconds,
                           progress=spec.progress)
     embedded = time.perf_counter()
-    result = evaluate_task(task, features, grid=spec.grid, device=spec.device, seed=spec.seed,
-                           progress=spec.progress)
-    return {"task": task.name, "primary_metric": result.primary_metric, "fold_scores": result.fold_scores,
-            "mean": result.mean, "std": result.std, "best_params": result.best_params,
-            "validation_score": result.validation_score, "protocol": result.protocol, "details": result.details,
+    results = evaluate_seeds(task, features, seeds=list(spec.probe_seeds), grid=spec.grid, device=spec.device,
+                             progress=spec.progress)
+    per_seed = {str(seed): {"fold_scores": r.fold_scores, "mean": r.mean, "std": r.std, "best_params": r.best_params,
+                            "validation_score": r.validation_score, "details": r.details}
+                for seed, r in results.items()}
+    first = next(iter(results.values()))
+    return {"task": task.name, "primary_metric": first.primary_metric, "protocol": first.protocol, "seeds": per_seed,
+            **per_seed[str(spec.probe_seeds[0])],  # the first seed's fields at the top, as a single-seed result
             "embed_seconds": embedded - start, "probe_seconds": time.perf_counter() - embedded}
 
 
 def run(spec: RunSpec) -> list[ScoreRow]:
     """validate -> embed -> probe -> score; finished tasks whose key matches are reused as they are.
 
-    Raises :class:`RunError` (bad device, busy or unwritable folder, invalid task folders: every problem of
-    every task in one message, before any compute)."""
-    from eval.embed import Embedder, task_identity
+    Under ``torchrun`` every rank calls this: the ranks share each pending task's embedding batches, then the
+    tasks (eval.distributed); rank 0 holds the folder's lock, writes ``scores.csv`` and returns the rows, the
+    other ranks return []. Raises :class:`RunError` (bad device, busy or unwritable folder, invalid task
+    folders: every problem of every task in one message, before any compute)."""
+    from eval import distributed
+    from eval.embed import Embedder, embed_task, task_identity
     from eval.tasks import TaskError, find_tasks, load_task, validate_task
 
     require_device(spec.device)
+    ranks = distributed.start(spec.device)
     embedder = Embedder(spec.model, weights=spec.weights, options=spec.options, device=spec.device)
     folders = find_tasks(spec.tasks_dir, list(spec.tasks) if spec.tasks else None)
-    with locked_run_folder(spec.out, holder=f"{spec.display_label} on {spec.tasks_dir}"):
-        run_id = _run_id(spec, embedder.weights_key)
-        pending, results = [], {}
-        for folder in folders:
-            done = spec.out / "tasks" / folder.name / f"{run_id}.json"
-            try:
-                key = {"model": spec.model, "weights": embedder.weights_key, "options": spec.options,
-                       "grid": spec.grid, "seed": spec.seed, "task_identity": task_identity(load_task(folder))}
-            except TaskError:  # reported in full by validate_task below
-                pending.append((folder, None, done))
-                continue
-            stored = json.loads(done.read_text()) if done.is_file() else {}
-            if stored.get("key") == key:
-                results[folder] = stored["result"]
-            else:
-                pending.append((folder, key, done))
-        problems, tasks = [], {}
-        for folder, _, _ in pending:  # every task is checked before any compute is spent
-            try:
-                tasks[folder] = validate_task(folder, embedder.sample_rate)
-            except TaskError as error:
-                problems.append(str(error))
-        if problems:
-            raise RunError("\n\n".join(problems))
-        for folder, key, done in pending:
-            print(f"[{spec.display_label}] {tasks[folder].name}: embedding and probing ({spec.grid} grid)",
-                  file=sys.stderr)
-            results[folder] = _evaluate(tasks[folder], embedder, spec)
-            write_text_atomically(done, json.dumps({"key": key, "result": results[folder]}, indent=1, sort_keys=True,
-                                                   default=_plain_json))
-        rows = [ScoreRow.from_result(spec, results[folder], embedder.parameter_count) for folder in folders]
-        write_scores(spec.out / "scores.csv", rows)
+    holder = f"{spec.display_label} on {spec.tasks_dir}"
+    lock = locked_run_folder(spec.out, holder) if ranks.is_main else contextlib.nullcontext()
+    try:
+        with lock:
+            run_id = _run_id(spec, embedder.weights_key)
+            pending, results = [], {}
+            for folder in folders:
+                done = spec.out / "tasks" / folder.name / f"{run_id}.json"
+                try:
+                    key = {"model": spec.model, "weights": embedder.weights_key, "options": spec.options,
+                           "grid": spec.grid, "seed": spec.seed_key, "task_identity": task_identity(load_task(folder))}
+                except TaskError:  # reported in full by validate_task below
+                    pending.append((folder, None, done))
+                    continue
+                stored = json.loads(done.read_text()) if done.is_file() else {}
+                if stored.get("key") == key:
+                    results[folder] = stored["result"]
+                else:
+                    pending.append((folder, key, done))
+            problems, tasks = [], {}
+            for folder, _, _ in pending:  # every task is checked before any compute is spent
+                try:
+                    tasks[folder] = validate_task(folder, embedder.sample_rate)
+                except TaskError as error:
+                    problems.append(str(error))
+            if problems:
+                raise RunError("\n\n".join(problems))
+            if ranks.world_size > 1:  # every rank embeds its share of every pending task's batches first
+                for folder, _, _ in pending:
+                    embed_task(tasks[folder], embedder, spec.embedding_cache, batch_seconds=spec.batch_seconds,
+                               progress=spec.progress, shard=(ranks.rank, ranks.world_size), barrier=ranks.barrier)
+            for index, (folder, key, done) in enumerate(pending):
+                if not ranks.owns(index):
+                    continue
+                print(f"[{spec.display_label}] {tasks[folder].name}: embedding and probing ({spec.grid} grid)",
+                      file=sys.stderr)
+                results[folder] = _evaluate(tasks[folder], embedder, spec)
+                write_text_atomically(done, json.dumps({"key": key, "result": results[folder]}, indent=1,
+                                                       sort_keys=True, default=_plain_json))
+            ranks.barrier()
+            if not ranks.is_main:
+                return []
+            for folder, _, done in pending:  # the other ranks' tasks
+                results.setdefault(folder, json.loads(done.read_text())["result"])
+            rows = [row for folder in folders
+                    for row in ScoreRow.per_seed(spec, results[folder], embedder.parameter_count)]
+            write_scores(spec.out / "scores.csv", rows)
+    finally:
+        distributed.stop(ranks)
     return rows

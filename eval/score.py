@@ -9,7 +9,8 @@ Values follow heareval 2021.1.3 exactly, corner cases included:
   reference has no event, F = 0 when precision = recall = 0, otherwise NaN propagates.
 
 The event-based F-measures are computed here with the same per-file, per-label maximum bipartite matching as
-sed_eval's default ("optimal") matching, vectorised with numpy/scipy; ``segment_1s_er`` calls sed_eval itself.
+sed_eval's default ("optimal") matching, vectorised with numpy/scipy, and ``segment_1s_er`` from sed_eval's 1 s
+event rolls built with numpy. sed_eval itself is needed only by the tests that check these against it.
 """
 from __future__ import annotations
 
@@ -130,23 +131,58 @@ def event_score(
     return {metric: f, f"{metric}_precision": precision, f"{metric}_recall": recall}
 
 
-def _segment_error_rate(predicted: Events, reference: Events, label_vocab: list[str]) -> dict[str, float]:
-    """sed_eval's segment-based error rate on 1 s segments, evaluated file by file as heareval does."""
-    import sed_eval  # optional dependency, only needed for this metric
+def _segment_rolls(
+    predicted: Events, reference: Events, label_to_idx: dict[str, int], resolution: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Activity of every 1 s segment of every predicted file, as sed_eval's event rolls, files one after another.
 
-    def as_sed_eval(filename: str, events: list[dict]) -> list[dict]:
-        return [
-            {"event_label": str(e["label"]), "event_onset": e["start"] / 1000.0,
-             "event_offset": e["end"] / 1000.0, "file": filename}
-            for e in events
-        ]
-
-    metrics = sed_eval.sound_event.SegmentBasedMetrics(
-        event_label_list=[str(label) for label in label_vocab], time_resolution=1.0
-    )
+    A file has ceil(max(last reference offset, last estimated offset, 0) / resolution) segments; an event marks
+    segments floor(onset) .. ceil(offset) - 1 of its label. Returns (reference, estimated), each
+    (n_segments_total, n_labels) bool.
+    """
+    rows_ref, rows_est, lengths = [], [], []
     for filename, events in predicted.items():
-        metrics.evaluate(
-            reference_event_list=as_sed_eval(filename, reference[filename]),
-            estimated_event_list=as_sed_eval(filename, events),
-        )
-    return {"segment_1s_er": float(metrics.results_overall_metrics()["error_rate"]["error_rate"])}
+        ref, est = _as_rows(reference[filename], label_to_idx), _as_rows(events, label_to_idx)
+        for rows, name in ((ref, "reference"), (est, "predicted")):
+            if (rows[:, 0] < 0).any():
+                bad = next(e["label"] for e in (reference[filename] if name == "reference" else events)
+                           if str(e["label"]) not in label_to_idx)
+                raise ValueError(f"segment_1s_er: {name} event label {bad!r} in {filename!r} is not in the "
+                                 f"label vocabulary {list(label_to_idx)}")
+            if (rows[:, 1:] < 0).any() or not np.isfinite(rows[:, 1:]).all():
+                raise ValueError(f"segment_1s_er: {name} events of {filename!r} have negative or non-finite times")
+        last = max([0.0, *ref[:, 2], *est[:, 2]])
+        lengths.append(int(math.ceil(last / resolution)))
+        rows_ref.append(ref)
+        rows_est.append(est)
+    first_segment = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_labels = len(label_to_idx)
+
+    def roll(per_file: list[np.ndarray]) -> np.ndarray:
+        edges = np.zeros((first_segment[-1] + 1, n_labels), dtype=np.int64)  # +1 at start, -1 after the end
+        for rows, base in zip(per_file, first_segment[:-1]):
+            labels = rows[:, 0].astype(np.int64)
+            begin = np.floor(rows[:, 1] / resolution).astype(np.int64)
+            end = np.ceil(rows[:, 2] / resolution).astype(np.int64)
+            keep = end > begin  # an event ending before it starts marks nothing, as a numpy slice
+            np.add.at(edges, (base + begin[keep], labels[keep]), 1)
+            np.add.at(edges, (base + end[keep], labels[keep]), -1)
+        return np.cumsum(edges[:-1], axis=0) > 0
+
+    return roll(rows_ref), roll(rows_est)
+
+
+def _segment_error_rate(predicted: Events, reference: Events, label_vocab: list[str]) -> dict[str, float]:
+    """sed_eval's overall segment-based error rate on 1 s segments, files evaluated one by one as heareval does.
+
+    Per segment: S = min(N_ref, N_sys) - N_tp, D = max(0, N_ref - N_sys), I = max(0, N_sys - N_ref);
+    ER = (ΣS + ΣD + ΣI) / ΣN_ref, each term divided by (ΣN_ref + eps) as sed_eval does.
+    """
+    label_to_idx = {str(label): i for i, label in enumerate(label_vocab)}
+    ref, est = _segment_rolls(predicted, reference, label_to_idx, resolution=1.0)
+    n_ref, n_sys, n_tp = ref.sum(axis=1), est.sum(axis=1), (ref & est).sum(axis=1)
+    substitutions = int(np.sum(np.minimum(n_ref, n_sys) - n_tp))
+    deletions, insertions = int(np.sum(np.maximum(0, n_ref - n_sys))), int(np.sum(np.maximum(0, n_sys - n_ref)))
+    total, eps = int(n_ref.sum()), np.spacing(1)
+    rate = float(substitutions / (total + eps)) + float(deletions / (total + eps)) + float(insertions / (total + eps))
+    return {"segment_1s_er": rate}

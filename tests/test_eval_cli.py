@@ -50,7 +50,7 @@ def test_finished_run_is_reused_without_recomputing(logmel_run, suite, monkeypat
     def no_probing(*args, **kwargs):
         raise AssertionError("a finished task was probed again")
 
-    monkeypatch.setattr("eval.probe.evaluate_task", no_probing)
+    monkeypatch.setattr("eval.probe.evaluate_seeds", no_probing)
     assert cli.main(["run", "--model", "eval.baselines.logmel", "--tasks-dir", str(suite), "--out", str(logmel_run),
                      "--grid", "faster", "--no-progress"]) == 0
     assert (logmel_run / "scores.csv").read_text() == before

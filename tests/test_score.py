@@ -1,4 +1,4 @@
-"""Metrics and event post-processing on hand-computed cases, and the fast event F-measure against sed_eval."""
+"""Metrics and event post-processing on hand-computed cases, and every event metric against sed_eval."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 
 from eval.events import frame_layout, frames_to_events, postprocessing_grid
 from eval.features import SplitFeatures
-from eval.score import event_score, maximize, scene_score
+from eval.score import EVENT_METRICS, event_score, maximize, scene_score
 
 VOCAB = ["x", "y"]
 
@@ -104,21 +104,53 @@ def random_events(rng: np.random.Generator, n: int) -> list[dict]:
     return [ev(VOCAB[rng.integers(0, 2)], s, s + rng.integers(1, 30) * 50.0) for s in starts]
 
 
-F_METRICS = ["event_onset_200ms_fms", "event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"]
+N_RANDOM_CASES = 200
 
 
-@pytest.mark.parametrize("metric", F_METRICS)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_event_f_measure_equals_sed_eval(metric, seed):
+def random_case(rng: np.random.Generator) -> tuple[dict, dict]:
+    """(predicted, reference) over 1-8 files: 0-6 events each, on a 50 ms grid or at arbitrary times."""
+    names = [f"f{i}.wav" for i in range(int(rng.integers(1, 9)))]
+    if rng.random() < 0.5:
+        def draw(n):
+            return random_events(rng, n)
+    else:
+        def draw(n):
+            starts = rng.uniform(0, 5000, n)
+            return [ev(VOCAB[rng.integers(0, 2)], s, s + rng.uniform(0, 3000)) for s in starts]
+    reference = {name: draw(int(rng.integers(0, 7))) for name in names}
+    predicted = {name: draw(int(rng.integers(0, 7))) for name in names}
+    return predicted, reference
+
+
+@pytest.mark.parametrize("metric", EVENT_METRICS)
+def test_event_metrics_equal_sed_eval_on_random_cases(metric):
     pytest.importorskip("sed_eval")
-    rng = np.random.default_rng(seed)
-    names = [f"f{i}.wav" for i in range(8)]
-    reference = {name: random_events(rng, int(rng.integers(0, 6))) for name in names}
-    predicted = {name: random_events(rng, int(rng.integers(0, 6))) for name in names}
-    ours = event_score(metric, predicted, reference, VOCAB)
-    expected = sed_eval_reference_f(metric, predicted, reference)
-    got = (ours[metric], ours[f"{metric}_precision"], ours[f"{metric}_recall"])
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    rng = np.random.default_rng(EVENT_METRICS.index(metric))
+    for case in range(N_RANDOM_CASES):
+        predicted, reference = random_case(rng)
+        ours = event_score(metric, predicted, reference, VOCAB)
+        if metric == "segment_1s_er":
+            got, expected = (ours[metric],), (sed_eval_reference_er(predicted, reference),)
+        else:
+            got = (ours[metric], ours[f"{metric}_precision"], ours[f"{metric}_recall"])
+            expected = sed_eval_reference_f(metric, predicted, reference)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"case {case}: {predicted} vs {reference}")
+
+
+def sed_eval_reference_er(predicted: dict, reference: dict) -> float:
+    """Overall 1 s segment-based error rate computed by sed_eval itself, file by file (as heareval)."""
+    import sed_eval
+
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=VOCAB, time_resolution=1.0)
+    for name, events in predicted.items():
+        metrics.evaluate(reference_event_list=as_sed_eval_list(name, reference[name]),
+                         estimated_event_list=as_sed_eval_list(name, events))
+    return metrics.results_overall_metrics()["error_rate"]["error_rate"]
+
+
+def as_sed_eval_list(name: str, events: list[dict]) -> list[dict]:
+    return [{"event_label": e["label"], "event_onset": e["start"] / 1000.0, "event_offset": e["end"] / 1000.0,
+             "file": name} for e in events]
 
 
 def sed_eval_reference_f(metric: str, predicted: dict, reference: dict) -> tuple[float, float, float]:
@@ -131,14 +163,9 @@ def sed_eval_reference_f(metric: str, predicted: dict, reference: dict) -> tuple
         "event_onset_offset_50ms_20perc_fms": {"t_collar": 0.05, "evaluate_offset": True, "percentage_of_length": 0.2},
     }[metric]
     metrics = sed_eval.sound_event.EventBasedMetrics(event_label_list=VOCAB, evaluate_onset=True, **params)
-
-    def as_list(name, events):
-        return [{"event_label": e["label"], "event_onset": e["start"] / 1000.0, "event_offset": e["end"] / 1000.0,
-                 "file": name} for e in events]
-
     for name, events in predicted.items():
-        metrics.evaluate(reference_event_list=as_list(name, reference[name]),
-                         estimated_event_list=as_list(name, events))
+        metrics.evaluate(reference_event_list=as_sed_eval_list(name, reference[name]),
+                         estimated_event_list=as_sed_eval_list(name, events))
     overall = metrics.results_overall_metrics()["f_measure"]
     return overall["f_measure"], overall["precision"], overall["recall"]
 
@@ -184,3 +211,12 @@ def test_postprocessing_grid_order_and_validation():
         (("median_filter_ms", 250), ("min_duration", 125)), (("median_filter_ms", 250), ("min_duration", 250))]
     with pytest.raises(ValueError, match="unknown keys"):
         postprocessing_grid({"median_ms": [1]})
+
+
+@pytest.mark.parametrize("events, problem", [
+    ([ev("z", 0, 1000)], "label 'z'"), ([ev("x", -500, 1000)], "negative or non-finite"),
+    ([ev("x", 0, math.nan)], "negative or non-finite"),
+])
+def test_segment_error_rate_names_bad_events(events, problem):
+    with pytest.raises(ValueError, match=problem):
+        event_score("segment_1s_er", {"a.wav": events}, {"a.wav": [ev("x", 0, 1000)]}, VOCAB)
