@@ -388,7 +388,8 @@ def _evaluate(task, features, grid, device, seeds, progress, n_grid_points, batc
     train = concat_features(fold_features(features, first["train"], task))
     valid = SplitScorer(task, fold_features(features, first["valid"], task)[0])
     members = [Member(conf=conf, seed=seed * 100_003 + index) for seed in seeds for index, conf in enumerate(confs)]
-    with tqdm(total=len(arrangements), desc=f"{task.name} grid and folds", disable=not progress) as bar:
+    desc = f"{task.name} grid" + (" and folds" if len(arrangements) > 1 else "")
+    with tqdm(total=len(arrangements), desc=desc, disable=not progress) as bar:
         start = time.perf_counter()
         grid_fits = _train_jobs([(member, train, valid) for member in members], task, device, batched)
         grid_minutes = (time.perf_counter() - start) / 60

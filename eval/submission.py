@@ -6,15 +6,15 @@ writes
 - ``DIR/<task folder>/test.predicted-scores.json``: heareval 2021's score file (its keys and their order: per fold
   ``test_loss``, ``test_score``, ``test_<metric>``..., ``validation_score``, ``epoch``, ``time_in_min``;
   ``aggregated_scores`` (``<key>_mean`` / ``<key>_std``) for k-fold; ``hparams``, ``postprocessing``,
-  ``score_mode``, ``embedding_path``), filled from RUN_DIR/tasks/<folder>.json;
+  ``score_mode``, ``embedding_path``), filled from RUN_DIR/tasks/<folder>/<run id>.json;
 - ``DIR/leaderboard_row.csv``: the official leaderboard header and one row, every score with 10 significant
   digits as the published file writes them, blank where a task was not run;
 - ``DIR/pull_request.md``: the fields of the leaderboard pull-request template (hearbenchmark/hearbenchmark.com
   ``.github/PULL_REQUEST_TEMPLATE.md``), parameters and embedding sizes measured on the model;
 - ``DIR/normalised.{csv,md,png}``: per task the rank among the published rows and the z-score against them.
 
-The published rows are read from ``--leaderboard`` (default: ``../shared/data/hear_leaderboard/leaderboard.csv``
-beside the repository, the official file unchanged).
+The published rows are read from ``--leaderboard`` (default: the official leaderboard.csv shipped unchanged as
+``eval/suites/hear2021_leaderboard.csv``).
 """
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eval.run import slug
 from eval.suites.hear2021 import BY_NAME, TASKS
 from hear_embed.atomic_files import write_text_atomically
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LEADERBOARD = REPO_ROOT.parent / "shared" / "data" / "hear_leaderboard" / "leaderboard.csv"
+# the official HEAR leaderboard table, shipped unchanged: hearbenchmark/hearbenchmark.com
+# docs/assets/leaderboard.csv at commit fd18a123bbcbe1a2f7bb4b392482f7407523bce6
+LEADERBOARD = Path(__file__).resolve().parent / "suites" / "hear2021_leaderboard.csv"
 SCORE_DIGITS = 10  # significant digits of the published leaderboard.csv cells
 # hparams heareval records beside the grid keys; this harness's MLP is fixed to these (eval/probe.py)
 HEAREVAL_FIXED_HPARAMS = {
@@ -45,17 +47,25 @@ INITIALIZATION_NAMES = {"xavier_uniform": "<function xavier_uniform_>", "xavier_
 PRETRAINING_DATA = ("speech", "broad-domain", "music")
 
 
-def read_run(run_dir: str | Path) -> dict[str, dict]:
-    """Task folder name → the task result the harness wrote (RUN_DIR/tasks/<folder>.json ``result``)."""
+def read_run(run_dir: str | Path, label: str | None = None) -> dict[str, dict]:
+    """Task folder name → the task result ``python -m eval run`` wrote (RUN_DIR/tasks/<folder>/<run id>.json).
+
+    A run folder may hold several runs (models, seeds); ``label`` picks one, and is needed when there are several."""
     tasks_dir = Path(run_dir) / "tasks"
-    files = sorted(tasks_dir.glob("*.json"))
+    files = sorted(tasks_dir.glob("*/*.json"))
+    if label is not None:
+        files = [path for path in files if path.stem.startswith(slug(label)[:60] + "-")]
     if not files:
-        raise ValueError(f"{run_dir} holds no task results (expected {tasks_dir}/<task folder>.json from "
-                         "python -m eval run)")
+        raise ValueError(f"{run_dir} holds no task results{'' if label is None else f' of run label {label!r}'} "
+                         f"(expected {tasks_dir}/<task folder>/<run id>.json from python -m eval run)")
+    runs = sorted({path.stem for path in files})
+    if len(runs) > 1:
+        raise ValueError(f"{run_dir} holds the results of several runs ({', '.join(runs)}); choose one with "
+                         "--run-label LABEL (the --label of python -m eval run)")
     results = {}
     for path in files:
         try:
-            results[path.stem] = json.loads(path.read_text())["result"]
+            results[path.parent.name] = json.loads(path.read_text())["result"]
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a task result of python -m eval run ({error})") from error
     return results
@@ -249,6 +259,7 @@ def _run_model(run_dir: Path) -> tuple[str, str | None, dict, str]:
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="--out folder of python -m eval run")
     parser.add_argument("--out", type=Path, required=True, help="where the submission files go")
+    parser.add_argument("--run-label", default=None, help="which run of RUN_DIR (its --label), when it holds several")
     parser.add_argument("--model-name", default=None, help="the leaderboard row's model name (default: the run label)")
     parser.add_argument("--leaderboard", type=Path, default=LEADERBOARD, help="the official leaderboard.csv")
     parser.add_argument("--team", default=None)
@@ -260,7 +271,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    results = read_run(args.run_dir)
+    results = read_run(args.run_dir, args.run_label)
     published = read_leaderboard(args.leaderboard)
     module, weights, options, label = _run_model(args.run_dir)
     args.model_name = args.model_name or label

@@ -10,15 +10,20 @@ import pytest
 
 from eval.__main__ import main
 from eval.replica import write_replica
+from eval.submission import LEADERBOARD
 from eval.suites.hear2021 import BY_NAME, TASKS, check_task, lookup, suite_report
 from eval.tasks import KNOWN_METRICS, SPLIT_MODES, TRAINVALTEST_SPLITS
 
-LEADERBOARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hear_leaderboard" / "leaderboard.csv"
+SHARED_LEADERBOARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hear_leaderboard" / "leaderboard.csv"
+
+
+def test_shipped_leaderboard_is_the_official_file_unchanged():
+    if not SHARED_LEADERBOARD.is_file():
+        pytest.skip(f"{SHARED_LEADERBOARD} not present")
+    assert LEADERBOARD.read_bytes() == SHARED_LEADERBOARD.read_bytes()
 
 
 def test_nineteen_tasks_one_per_leaderboard_column():
-    if not LEADERBOARD.is_file():
-        pytest.skip(f"{LEADERBOARD} not present")
     with open(LEADERBOARD, newline="") as handle:
         header = next(csv.reader(handle))
     assert [task.column for task in TASKS] == header[1:]
