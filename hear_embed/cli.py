@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import sys
 import warnings
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from hear_embed.atomic_files import write_atomically
 from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
+from hear_embed.fingerprint import state_fingerprint
 
 SUBCOMMANDS = ("embed", "info", "export")
 
@@ -37,21 +37,11 @@ def parse_model_options(text: str) -> dict:
     return options
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state_dict (names, dtypes, shapes and bytes): the weights' identity by content."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()
-
-
 def run_record(model, scene: bool) -> dict[str, np.ndarray]:
     """What an output file records of how it was made (weights by content, options); a file whose record
     differs is redone."""
     options = json.dumps(dataclasses.asdict(model.options), sort_keys=True)
-    return {"weights_sha256": np.array(weights_fingerprint(model.acoustic_model)), "options": np.array(options),
+    return {"weights_sha256": np.array(state_fingerprint(model.acoustic_model)), "options": np.array(options),
             "scene_pooling": np.array(model.options.scene_pooling if scene else "")}
 
 

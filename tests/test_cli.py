@@ -57,7 +57,7 @@ def test_find_audio_files_recurses_and_names_by_relative_path(inputs):
     assert not any(name.suffix == ".md" for _, name in found)
 
 
-@pytest.mark.parametrize("options", [{}, {"layer": 1, "scene_pooling": "mean+std"}])
+@pytest.mark.parametrize("options", [{}, {"layer": 1, "scene_pooling": "mean+std"}, {"quantize": "int8"}])
 def test_embed_writes_npz_matching_the_api(inputs, tmp_path, checkpoint, capsys, options):
     out = tmp_path / "out"
     code = main(["embed", str(inputs), "--out", str(out), "--weights", checkpoint, "--scene",
