@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend, encoder_frame_count, overflow_scale
+from hear_embed.frontend import Frontend, encoder_frame_count, encoder_frame_times_ms, min_samples, overflow_scale
 from hear_embed.long_audio import acoustic_hidden
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
@@ -81,7 +81,7 @@ class HearEmbedModel(nn.Module):
         self.timestamp_embedding_size = acoustic_model.config.hidden_size
         widen = 2 if "+" in self.options.scene_pooling else 1
         self.scene_embedding_size = widen * self.timestamp_embedding_size
-        self.min_samples = self.frontend.config.n_fft // 2 + 1  # the centered STFT reflects n_fft/2 samples
+        self.min_samples = min_samples(self.frontend.config)
         self.eval()
 
     @property
@@ -89,10 +89,8 @@ class HearEmbedModel(nn.Module):
         return self.frontend.window.device
 
     def frame_timestamps(self, num_frames: int) -> torch.Tensor:
-        """(num_frames,) ms: encoder frame i covers spectrogram frames 2i and 2i+1, centred at 2i and 2i+1 hops:
-        20 i + 5 ms."""
-        hop_ms = 1000.0 * self.frontend.config.hop_length / self.sample_rate
-        return (torch.arange(num_frames, dtype=torch.float64) * 2 + 0.5).mul(hop_ms).float()
+        """(num_frames,) float32 ms: 20 i + 5 (see :func:`hear_embed.frontend.encoder_frame_times_ms`)."""
+        return encoder_frame_times_ms(num_frames, self.frontend.config).float()
 
 
 def load_model(model_file_path: str = "", **options) -> HearEmbedModel:

@@ -49,6 +49,18 @@ def encoder_frame_count(num_samples: int | torch.Tensor, hop_length: int = 160):
     return num_frames(num_samples, hop_length) // 2
 
 
+def min_samples(config: FrontendConfig = FrontendConfig()) -> int:
+    """Shortest accepted input: the centered STFT reflect-pads ``n_fft / 2`` samples, which needs one more."""
+    return config.n_fft // 2 + 1
+
+
+def encoder_frame_times_ms(num_encoder_frames: int, config: FrontendConfig = FrontendConfig()) -> torch.Tensor:
+    """(num_encoder_frames,) float64 ms: encoder frame i covers spectrogram frames 2i and 2i+1, centred at 2i and
+    2i+1 hops, so it is stamped at (2i + 0.5) hops: 20 i + 5 ms."""
+    hop_ms = 1000.0 * config.hop_length / config.sample_rate
+    return (torch.arange(num_encoder_frames, dtype=torch.float64) * 2 + 0.5) * hop_ms
+
+
 def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
     """(batch, channels, samples) or (batch, samples) -> (batch, samples): subtract each channel's mean, then average channels."""
     if waveform.dim() == 2:
@@ -163,4 +175,4 @@ class Frontend(nn.Module):
         return log_mel, self.normalize(self.log_power(power))
 
 
-__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]
+__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "encoder_frame_times_ms", "min_samples", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]

@@ -219,3 +219,20 @@ def test_default_scene_pooling_is_mean_and_std(checkpoint):
     model = load_model(checkpoint)
     assert model.options.scene_pooling == "mean+std"
     assert model.scene_embedding_size == 2 * model.timestamp_embedding_size
+
+
+def test_timestamps_and_minimum_length_have_one_definition(model):
+    """The teacher interpolation aims at the API's own frame times (an embedding given at exactly those times comes
+    back unchanged), and the export accepts the same shortest input as the API."""
+    from hear_embed.export import MIN_SAMPLES
+    from hear_embed.train.teachers import interpolate_to_frames
+
+    audio = noise(1, 3 * model.sample_rate)
+    embeddings, timestamps = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(interpolate_to_frames(embeddings, timestamps, embeddings.shape[1]), embeddings)
+    shifted = interpolate_to_frames(embeddings, timestamps + 10.0, embeddings.shape[1])
+    assert not torch.allclose(shifted[:, 1:], embeddings[:, 1:])
+    assert MIN_SAMPLES == model.min_samples == 513
+    get_timestamp_embeddings(noise(1, MIN_SAMPLES), model)
+    with pytest.raises(ValueError, match="at least 513 samples"):
+        get_timestamp_embeddings(noise(1, MIN_SAMPLES - 1), model)
