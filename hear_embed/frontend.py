@@ -78,15 +78,22 @@ def overflow_scale(peak: torch.Tensor) -> torch.Tensor:
     return torch.exp2(-exponent).to(peak.dtype)
 
 
+def reflect_padded_index(start: int, stop: int, pad: int, num_samples: int,
+                         device: torch.device | None = None) -> torch.Tensor:
+    """(stop - start,) indices into a signal of ``num_samples`` samples of positions ``start:stop`` of that signal
+    reflect-padded by ``pad`` on both sides."""
+    if num_samples <= pad:
+        raise ValueError(f"reflect padding of {pad} samples needs more than {pad} samples, got {num_samples}")
+    index = torch.arange(start, stop, device=device) - pad
+    index = torch.where(index < 0, -index, index)
+    return torch.where(index >= num_samples, 2 * (num_samples - 1) - index, index)
+
+
 def reflect_padded_slice(waveform: torch.Tensor, start: int, stop: int, pad: int) -> torch.Tensor:
     """Samples ``start:stop`` of ``waveform`` (batch, samples) reflect-padded by ``pad`` on both sides,
     without building the whole padded signal. Indices are those of the padded signal."""
     n = waveform.shape[-1]
-    if n <= pad:
-        raise ValueError(f"reflect padding of {pad} samples needs more than {pad} samples, got {n}")
-    index = torch.arange(start, stop, device=waveform.device) - pad
-    index = torch.where(index < 0, -index, index)
-    index = torch.where(index >= n, 2 * (n - 1) - index, index)
+    index = reflect_padded_index(start, stop, pad, n, waveform.device)
     if start >= pad and stop <= n + pad:  # no reflection needed: a plain view is cheaper
         return waveform[:, start - pad: stop - pad]
     return waveform[:, index]
@@ -142,6 +149,12 @@ class Frontend(nn.Module):
         stop = min(stop, num_frames(waveform.shape[-1], cfg.hop_length))
         samples = reflect_padded_slice(waveform, start * cfg.hop_length, (stop - 1) * cfg.hop_length + cfg.n_fft,
                                        cfg.n_fft // 2)
+        return self.padded_power(samples, dc)
+
+    def padded_power(self, samples: torch.Tensor, dc: torch.Tensor | None = None) -> torch.Tensor:
+        """Power frames of already padded samples (batch, (frames - 1) * hop + n_fft), less ``dc`` (batch, 1) or
+        None: (batch, n_freqs, frames), as :meth:`power_frames` computes them."""
+        cfg = self.config
         if dc is not None:
             samples = samples - dc
         spec = torch.stft(samples, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
