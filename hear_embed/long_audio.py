@@ -93,6 +93,18 @@ class SampleStream:
         self.offset = start
         return self.buffer[:, : stop - start]
 
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        """Consecutive (batch, size) ranges from the start to the end of the source (the last one shorter)."""
+        start = self.offset
+        while True:
+            while self.end < start + size and self._pull():
+                pass
+            stop = min(start + size, self.end)
+            if stop == start:
+                return
+            yield self.samples(start, stop)
+            start = stop
+
     def finish(self) -> None:
         """Check that the source ends where the first pass ended."""
         while self._pull():
@@ -115,14 +127,7 @@ def summarize(source: BlockSource, device: torch.device | None = None) -> Source
     """First pass: length, peak, sum (over fixed chunks of ``SUM_CHUNK_SAMPLES``) and finiteness of each clip."""
     stream = SampleStream(source, num_samples=np.iinfo(np.int64).max, device=device)
     peak = total = finite = None
-    start = 0
-    while True:
-        while stream.end < start + SUM_CHUNK_SAMPLES and stream._pull():
-            pass
-        stop = min(start + SUM_CHUNK_SAMPLES, stream.end)
-        if stop == start:
-            break
-        chunk = stream.samples(start, stop)
+    for chunk in stream.chunks(SUM_CHUNK_SAMPLES):
         if peak is None:
             peak = torch.zeros(chunk.shape[0], dtype=chunk.dtype, device=chunk.device)
             total = torch.zeros(chunk.shape[0], dtype=torch.float64, device=chunk.device)
@@ -130,10 +135,9 @@ def summarize(source: BlockSource, device: torch.device | None = None) -> Source
         finite &= torch.isfinite(chunk).all(dim=1)
         peak = torch.maximum(peak, chunk.nan_to_num(0.0, 0.0, 0.0).abs().amax(dim=1))
         total += chunk.double().sum(dim=1)
-        start = stop
     if peak is None:
         raise ValueError("the audio source gave no samples")
-    return SourceSummary(num_samples=start, peak=peak, total=total, finite=finite)
+    return SourceSummary(num_samples=stream.end, peak=peak, total=total, finite=finite)
 
 
 def stream_power_frames(frontend: Frontend, stream: SampleStream, start: int, stop: int,
