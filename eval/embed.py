@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from eval.features import SplitFeatures
 from eval.file_hashes import FileHashes
 from eval.tasks import Task, audio_location_problem, path_component_problem
-from hear_embed import atomic_files
+from hear_embed import atomic_files, fingerprint
 from hear_embed.atomic_files import write_atomically
 from hear_embed.audio_io import read_audio
 
@@ -69,30 +69,9 @@ def weights_identity(weights: str | None) -> dict | None:
 
 
 def state_fingerprint(model) -> str | None:
-    """SHA-256 of a torch model's parameters and buffers (None for other models): named weights such as
-    "tiny" or "random" are identified by what they hold, not by their name."""
-    if not isinstance(model, torch.nn.Module):
-        return None
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        _hash_state_value(digest, value)
-    return digest.hexdigest()
-
-
-def _hash_state_value(digest, value) -> None:
-    """Feed a state_dict value to ``digest``: plain and quantized tensors (int8 models pack tuples), else its repr."""
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            _hash_state_value(digest, item)
-    elif torch.is_tensor(value) and value.is_quantized:
-        digest.update(value.int_repr().cpu().contiguous().numpy().tobytes() + repr(value.qscheme()).encode())
-        _hash_state_value(digest, value.q_per_channel_scales() if value.qscheme() == torch.per_channel_affine
-                          else torch.tensor([value.q_scale()]))
-    elif torch.is_tensor(value):
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        digest.update(repr(value).encode())
+    """:func:`hear_embed.fingerprint.state_fingerprint` of a torch model (None for other models): named weights
+    such as "tiny" or "random" are identified by what they hold, not by their name."""
+    return fingerprint.state_fingerprint(model) if isinstance(model, torch.nn.Module) else None
 
 
 def _split_filenames(task: Task, split: str) -> list[str]:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from hear_embed.acoustic_model import AcousticModel
-from hear_embed.frontend import Frontend, encoder_frame_count, overflow_scale
-from hear_embed.long_audio import acoustic_hidden
+from hear_embed.frontend import Frontend, encoder_frame_count, encoder_frame_times_ms, min_samples
+from hear_embed.long_audio import BlockSource, SourceSummary, acoustic_hidden, summarize, tensor_blocks
 
 SCENE_POOLINGS = ("mean", "max", "mean+max", "mean+std")
 
@@ -81,7 +81,7 @@ class HearEmbedModel(nn.Module):
         self.timestamp_embedding_size = acoustic_model.config.hidden_size
         widen = 2 if "+" in self.options.scene_pooling else 1
         self.scene_embedding_size = widen * self.timestamp_embedding_size
-        self.min_samples = self.frontend.config.n_fft // 2 + 1  # the centered STFT reflects n_fft/2 samples
+        self.min_samples = min_samples(self.frontend.config)
         self.eval()
 
     @property
@@ -89,10 +89,8 @@ class HearEmbedModel(nn.Module):
         return self.frontend.window.device
 
     def frame_timestamps(self, num_frames: int) -> torch.Tensor:
-        """(num_frames,) ms: encoder frame i covers spectrogram frames 2i and 2i+1, centred at 2i and 2i+1 hops:
-        20 i + 5 ms."""
-        hop_ms = 1000.0 * self.frontend.config.hop_length / self.sample_rate
-        return (torch.arange(num_frames, dtype=torch.float64) * 2 + 0.5).mul(hop_ms).float()
+        """(num_frames,) float32 ms: 20 i + 5 (see :func:`hear_embed.frontend.encoder_frame_times_ms`)."""
+        return encoder_frame_times_ms(num_frames, self.frontend.config).float()
 
 
 def load_model(model_file_path: str = "", **options) -> HearEmbedModel:
@@ -104,11 +102,23 @@ def load_model(model_file_path: str = "", **options) -> HearEmbedModel:
     return HearEmbedModel(acoustic_model, weights_info=info, **options)
 
 
-def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
-    """Validate a HEAR API batch (n_sounds, n_samples) float32 and the model, returning the audio as a tensor."""
+def _check_model(model) -> None:
     if not isinstance(model, HearEmbedModel):
         raise TypeError(f"model must be what hear_embed.load_model() returns (a HearEmbedModel), "
                         f"got {type(model).__name__}")
+
+
+def _check_length(num_samples: int, model: HearEmbedModel) -> None:
+    if num_samples < model.min_samples:
+        raise ValueError(f"audio is {num_samples} samples long; at least {model.min_samples} samples "
+                         f"({1000 * model.min_samples / model.sample_rate:.1f} ms at {model.sample_rate} Hz) "
+                         "are needed")
+
+
+def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
+    """Validate a HEAR API batch (n_sounds, n_samples) float32 and the model, returning the audio as a tensor.
+    (NaN and Inf are found by the first pass over the samples, :func:`hear_embed.long_audio.summarize`.)"""
+    _check_model(model)
     if isinstance(audio, np.ndarray):
         audio = torch.from_numpy(audio)
     if not isinstance(audio, torch.Tensor):
@@ -121,38 +131,40 @@ def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
         raise ValueError(f"audio must be float32 samples at {model.sample_rate} Hz, got dtype {audio.dtype}")
     if audio.shape[0] == 0:
         raise ValueError("audio is an empty batch: shape (0, n_samples)")
-    if audio.shape[1] < model.min_samples:
-        raise ValueError(f"audio is {audio.shape[1]} samples long; at least {model.min_samples} samples "
-                         f"({1000 * model.min_samples / model.sample_rate:.1f} ms at {model.sample_rate} Hz) "
-                         "are needed")
-    finite = torch.ones(audio.shape[0], dtype=torch.bool, device=audio.device)
-    for chunk in audio.split(1 << 20, dim=1):  # chunked: no mask as large as the audio
-        finite &= torch.isfinite(chunk).all(dim=1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"audio contains NaN or Inf in clip(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
+    _check_length(audio.shape[1], model)
     return audio
 
 
-def without_overflow(audio: torch.Tensor) -> torch.Tensor:
-    """(n, samples) -> the same tensor, or a rescaled copy if a clip is loud enough to overflow float32 power
-    (see :func:`hear_embed.frontend.overflow_scale`); the peak is taken in chunks, never copying the audio."""
-    peak = torch.zeros(audio.shape[0], dtype=audio.dtype, device=audio.device)
-    for chunk in audio.split(1 << 20, dim=1):
-        peak = torch.maximum(peak, chunk.abs().amax(dim=1))
-    scale = overflow_scale(peak)
-    return audio * scale[:, None] if bool((scale != 1).any()) else audio
+def check_summary(summary: SourceSummary, model: HearEmbedModel) -> None:
+    """Raise ValueError if the audio a first pass summarized is too short or holds NaN or Inf."""
+    _check_length(summary.num_samples, model)
+    if not bool(summary.finite.all()):
+        bad = torch.nonzero(~summary.finite).flatten().tolist()
+        raise ValueError(f"audio contains NaN or Inf in clip(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
+
+
+def timestamp_embeddings_of_blocks(source: BlockSource, model: HearEmbedModel,
+                                   out_device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`get_timestamp_embeddings` of audio given as a block source (see :mod:`hear_embed.long_audio`): a
+    callable returning the (n_sounds, n_i) float32 16 kHz blocks of the clips, the same on each call; it is
+    called once per pass, so memory holds a few blocks and the output, never the whole audio.
+    Returns embeddings (n, T, D) and timestamps (n, T) ms on ``out_device`` (default the model's)."""
+    _check_model(model)
+    summary = summarize(source, device=model.device)
+    check_summary(summary, model)
+    hidden = acoustic_hidden(model.frontend, model.acoustic_model, source, summary, num_layers=model.options.layer,
+                             windows_per_group=model.options.windows_per_group)
+    frames = encoder_frame_count(summary.num_samples, model.frontend.config.hop_length)
+    timestamps = model.frame_timestamps(frames).repeat(hidden.shape[0], 1)
+    out_device = model.device if out_device is None else out_device
+    return hidden.to(out_device), timestamps.to(out_device)
 
 
 def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """audio (n_sounds, n_samples) float32 at 16 kHz -> embeddings (n, T, D) float32 and timestamps (n, T) in ms,
     on the audio's device."""
     audio = check_audio(audio, model)
-    hidden = acoustic_hidden(model.frontend, model.acoustic_model, without_overflow(audio.to(model.device)),
-                             num_layers=model.options.layer, windows_per_group=model.options.windows_per_group)
-    frames = encoder_frame_count(audio.shape[1], model.frontend.config.hop_length)
-    timestamps = model.frame_timestamps(frames).repeat(audio.shape[0], 1)
-    return hidden.to(audio.device), timestamps.to(audio.device)
+    return timestamp_embeddings_of_blocks(tensor_blocks(audio.to(model.device)), model, out_device=audio.device)
 
 
 def get_scene_embeddings(audio, model: HearEmbedModel) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """The one audio reader of hear_embed and eval: any format soundfile reads, mixed to mono, resampled with soxr.
 
 Files are decoded and resampled block by block (soxr's streaming resampler gives the same samples as a
-one-shot resample), so memory holds only the 16 kHz mono result, never the whole file at its own rate.
+one-shot resample): :func:`read_audio_blocks` yields the 16 kHz mono blocks (what ``hear-embed embed`` feeds the
+long-audio path, so memory holds a few blocks), :func:`read_audio` joins them into one array (memory holds only
+that result, never the whole file at its own rate).
 Problems are named with the file: unreadable or non-finite audio always raises :class:`AudioReadError`;
 a file shorter than its header says (truncated) gives an :class:`AudioWarning`, or an error in ``strict``
 mode (the harness's), which also refuses a file with several channels; a file at another rate is refused when
@@ -13,6 +15,7 @@ import errno
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +73,19 @@ def _problem(message: str, strict: bool) -> None:
     _warn(message)
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = False,
-               resample: bool = True) -> np.ndarray:
-    """(samples,) float32 mono at ``sample_rate``: channels averaged, resampled with soxr (``RESAMPLE_QUALITY``).
+def _expected_samples(path: Path, sample_rate: int) -> int:
+    """Samples at ``sample_rate`` that a readable file's header declares (plus soxr's slack), to size one buffer."""
+    info = soundfile.info(str(path))
+    declared = max(info.frames, wav_header_frames(Path(path)) or 0)
+    return int(np.ceil(declared * sample_rate / info.samplerate)) + 64
 
-    ``strict`` (the harness): a truncated or multi-channel file is an error, not a warning or a mix.
-    ``resample=False``: a file at another rate is an error. Non-finite samples and unreadable files always raise
-    :class:`AudioReadError`."""
+
+def read_audio_blocks(path: str | Path, sample_rate: int = 16000, *, strict: bool = False, resample: bool = True,
+                      warn: bool = True) -> Iterator[np.ndarray]:
+    """The samples :func:`read_audio` returns, as consecutive (n_i,) float32 blocks: a file is decoded, mixed and
+    resampled ``BLOCK_FRAMES`` frames at a time, so memory holds one block. Problems raise or warn as in
+    :func:`read_audio`, when the block they concern is reached; ``warn=False`` leaves out the truncation warning
+    (for a second reading of the same file)."""
     path = Path(path)
     try:
         sound = soundfile.SoundFile(str(path))
@@ -92,8 +101,7 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
         declared = max(declared, header or 0)
         stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY) \
             if rate != sample_rate else None
-        out = np.empty(int(np.ceil(declared * sample_rate / rate)) + 64, dtype=np.float32)
-        filled = read = 0
+        read = 0
         stopped = ""
         while True:
             try:
@@ -108,17 +116,35 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = Fal
                 raise AudioReadError(f"audio file {path} holds NaN or Inf samples near frame {read - len(block)}")
             if stream is not None:
                 mono = stream.resample_chunk(mono, last=last)
-            if filled + len(mono) > len(out):
-                out = np.concatenate([out[:filled], np.empty(len(mono) + BLOCK_FRAMES, dtype=np.float32)])
-            out[filled: filled + len(mono)] = mono
-            filled += len(mono)
             if last:
                 break
+            yield mono
     if read == 0:
         raise AudioReadError(f"audio file {path} has no samples{stopped}")
-    if read < declared:
+    if read < declared and (strict or warn):
         _problem(f"audio file {path} is truncated: {read} of the {declared} frames its header declares{stopped}",
                  strict)
+    yield mono
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000, *, strict: bool = False,
+               resample: bool = True) -> np.ndarray:
+    """(samples,) float32 mono at ``sample_rate``: channels averaged, resampled with soxr (``RESAMPLE_QUALITY``).
+
+    ``strict`` (the harness): a truncated or multi-channel file is an error, not a warning or a mix.
+    ``resample=False``: a file at another rate is an error. Non-finite samples and unreadable files always raise
+    :class:`AudioReadError`. The blocks of :func:`read_audio_blocks` are written into one buffer sized from the
+    header, so memory holds only the result and one block."""
+    out = np.empty(0, dtype=np.float32)
+    filled = 0
+    for mono in read_audio_blocks(path, sample_rate, strict=strict, resample=resample):
+        if filled + len(mono) > len(out):
+            if filled == 0:
+                out = np.empty(_expected_samples(path, sample_rate) + len(mono), dtype=np.float32)
+            else:
+                out = np.concatenate([out[:filled], np.empty(len(mono) + BLOCK_FRAMES, dtype=np.float32)])
+        out[filled: filled + len(mono)] = mono
+        filled += len(mono)
     return out[:filled]
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
+import itertools
 import json
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from hear_embed.atomic_files import write_atomically
-from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio
+from hear_embed.audio_io import AudioReadError, AudioWarning, find_audio_files, read_audio_blocks
+from hear_embed.fingerprint import state_fingerprint
 
 SUBCOMMANDS = ("embed", "info", "path", "export")
 
@@ -38,21 +40,11 @@ def parse_model_options(text: str) -> dict:
     return options
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state_dict (names, dtypes, shapes and bytes): the weights' identity by content."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()
-
-
 def run_record(model, scene: bool) -> dict[str, np.ndarray]:
     """What an output file records of how it was made (weights by content, options); a file whose record
     differs is redone."""
     options = json.dumps(dataclasses.asdict(model.options), sort_keys=True)
-    return {"weights_sha256": np.array(weights_fingerprint(model.acoustic_model)), "options": np.array(options),
+    return {"weights_sha256": np.array(state_fingerprint(model.acoustic_model)), "options": np.array(options),
             "scene_pooling": np.array(model.options.scene_pooling if scene else "")}
 
 
@@ -71,18 +63,32 @@ def is_done(path: Path, record: dict[str, np.ndarray]) -> bool:
     return all(key in arrays and np.isfinite(arrays[key]).all() for key in ("embedding", "timestamps"))
 
 
-def embed_file(file: Path, model, scene: bool) -> dict[str, np.ndarray]:
-    """The arrays written for one audio file; non-finite embeddings are an error, never written."""
-    from hear_embed.api import get_timestamp_embeddings, pool_frames
+def file_blocks(file: Path, sample_rate: int) -> Callable[[], Iterator[np.ndarray]]:
+    """A block source (see :mod:`hear_embed.long_audio`) re-reading ``file`` at each call: (1, n_i) 16 kHz blocks;
+    warnings about the file are given on the first reading only."""
+    readings = itertools.count()
 
-    audio = torch.from_numpy(read_audio(file, model.sample_rate))[None].to(model.device)
+    def blocks() -> Iterator[np.ndarray]:
+        warn = next(readings) == 0
+        return (block[None] for block in read_audio_blocks(file, sample_rate, warn=warn))
+    return blocks
+
+
+def embed_file(file: Path, model, scene: bool) -> dict[str, np.ndarray]:
+    """The arrays written for one audio file, read in blocks once per pass of the long-audio path (memory grows
+    with the output, not the file); non-finite embeddings are an error, never written."""
+    from hear_embed.api import pool_frames, timestamp_embeddings_of_blocks
+
     try:
-        embedding, timestamps = get_timestamp_embeddings(audio, model)
+        embedding, timestamps = timestamp_embeddings_of_blocks(file_blocks(file, model.sample_rate), model,
+                                                               out_device="cpu")
+    except AudioReadError:
+        raise
     except ValueError as error:
         raise AudioReadError(f"cannot embed {file}: {error}") from None
-    arrays = {"embedding": embedding[0].cpu().numpy(), "timestamps": timestamps[0].cpu().numpy()}
+    arrays = {"embedding": embedding[0].numpy(), "timestamps": timestamps[0].numpy()}
     if scene:
-        arrays["scene"] = pool_frames(embedding, model.options.scene_pooling)[0].cpu().numpy()
+        arrays["scene"] = pool_frames(embedding, model.options.scene_pooling)[0].numpy()
     if not all(np.isfinite(array).all() for array in arrays.values()):
         raise AudioReadError(f"cannot embed {file}: the model gave NaN or Inf embeddings; nothing written")
     return arrays

@@ -31,11 +31,11 @@ from torch import nn
 from hear_embed.acoustic_model import AcousticModel
 from hear_embed.atomic_files import atomic_path, write_json_atomically
 from hear_embed.config import config_to_dict
-from hear_embed.frontend import Frontend
+from hear_embed.frontend import Frontend, min_samples
 from hear_embed.windowing import OverlapAdd, WindowPlan
 
 OPSET = 18
-MIN_SAMPLES = 513  # the centered STFT reflects n_fft / 2 = 512 samples
+MIN_SAMPLES = min_samples()  # 513 (see hear_embed.frontend.min_samples)
 
 # What torch and onnxruntime print during an export that says nothing about this model: (category, message regex)
 # of Python warnings, and the start of log messages with the logger that emits them.

@@ -49,6 +49,18 @@ def encoder_frame_count(num_samples: int | torch.Tensor, hop_length: int = 160):
     return num_frames(num_samples, hop_length) // 2
 
 
+def min_samples(config: FrontendConfig = FrontendConfig()) -> int:
+    """Shortest accepted input: the centered STFT reflect-pads ``n_fft / 2`` samples, which needs one more."""
+    return config.n_fft // 2 + 1
+
+
+def encoder_frame_times_ms(num_encoder_frames: int, config: FrontendConfig = FrontendConfig()) -> torch.Tensor:
+    """(num_encoder_frames,) float64 ms: encoder frame i covers spectrogram frames 2i and 2i+1, centred at 2i and
+    2i+1 hops, so it is stamped at (2i + 0.5) hops: 20 i + 5 ms."""
+    hop_ms = 1000.0 * config.hop_length / config.sample_rate
+    return (torch.arange(num_encoder_frames, dtype=torch.float64) * 2 + 0.5) * hop_ms
+
+
 def mono_without_dc(waveform: torch.Tensor) -> torch.Tensor:
     """(batch, channels, samples) or (batch, samples) -> (batch, samples): subtract each channel's mean, then average channels."""
     if waveform.dim() == 2:
@@ -66,15 +78,22 @@ def overflow_scale(peak: torch.Tensor) -> torch.Tensor:
     return torch.exp2(-exponent).to(peak.dtype)
 
 
+def reflect_padded_index(start: int, stop: int, pad: int, num_samples: int,
+                         device: torch.device | None = None) -> torch.Tensor:
+    """(stop - start,) indices into a signal of ``num_samples`` samples of positions ``start:stop`` of that signal
+    reflect-padded by ``pad`` on both sides."""
+    if num_samples <= pad:
+        raise ValueError(f"reflect padding of {pad} samples needs more than {pad} samples, got {num_samples}")
+    index = torch.arange(start, stop, device=device) - pad
+    index = torch.where(index < 0, -index, index)
+    return torch.where(index >= num_samples, 2 * (num_samples - 1) - index, index)
+
+
 def reflect_padded_slice(waveform: torch.Tensor, start: int, stop: int, pad: int) -> torch.Tensor:
     """Samples ``start:stop`` of ``waveform`` (batch, samples) reflect-padded by ``pad`` on both sides,
     without building the whole padded signal. Indices are those of the padded signal."""
     n = waveform.shape[-1]
-    if n <= pad:
-        raise ValueError(f"reflect padding of {pad} samples needs more than {pad} samples, got {n}")
-    index = torch.arange(start, stop, device=waveform.device) - pad
-    index = torch.where(index < 0, -index, index)
-    index = torch.where(index >= n, 2 * (n - 1) - index, index)
+    index = reflect_padded_index(start, stop, pad, n, waveform.device)
     if start >= pad and stop <= n + pad:  # no reflection needed: a plain view is cheaper
         return waveform[:, start - pad: stop - pad]
     return waveform[:, index]
@@ -130,6 +149,12 @@ class Frontend(nn.Module):
         stop = min(stop, num_frames(waveform.shape[-1], cfg.hop_length))
         samples = reflect_padded_slice(waveform, start * cfg.hop_length, (stop - 1) * cfg.hop_length + cfg.n_fft,
                                        cfg.n_fft // 2)
+        return self.padded_power(samples, dc)
+
+    def padded_power(self, samples: torch.Tensor, dc: torch.Tensor | None = None) -> torch.Tensor:
+        """Power frames of already padded samples (batch, (frames - 1) * hop + n_fft), less ``dc`` (batch, 1) or
+        None: (batch, n_freqs, frames), as :meth:`power_frames` computes them."""
+        cfg = self.config
         if dc is not None:
             samples = samples - dc
         spec = torch.stft(samples, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
@@ -163,4 +188,4 @@ class Frontend(nn.Module):
         return log_mel, self.normalize(self.log_power(power))
 
 
-__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]
+__all__ = ["Frontend", "RunningStats", "encoder_frame_count", "encoder_frame_times_ms", "min_samples", "mel_filterbank", "mono_without_dc", "num_frames", "overflow_scale"]

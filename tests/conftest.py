@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the reference-parity fixtures shipped in tests/fixtures."""
+"""Shared test fixtures: paths to the reference-parity fixtures shipped in tests/fixtures; caches kept out of ~/.cache."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,20 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_parity"
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_parity"
+
+
+CACHE_VARIABLES = ("HEAR_EMBED_CACHE", "HEAR_EMBED_EVAL_CACHE")  # weights cache; harness cache (file hashes)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def caches_in_temporary_folders(tmp_path_factory) -> dict[str, Path]:
+    """Point every default cache at one temporary folder per test session (subprocesses inherit it), so the suite
+    never writes into ~/.cache; no test relies on a cache left by another module or run."""
+    folders = {name: tmp_path_factory.mktemp(name.lower()) for name in CACHE_VARIABLES}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, folder in folders.items():
+            patch.setenv(name, str(folder))
+        yield folders
 
 
 @pytest.fixture(scope="session")

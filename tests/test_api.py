@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hear_embed import get_scene_embeddings, get_timestamp_embeddings, load_model
-from hear_embed.api import SCENE_POOLINGS
-from hear_embed.long_audio import windowed_hidden
+from hear_embed.api import SCENE_POOLINGS, timestamp_embeddings_of_blocks
+from hear_embed.long_audio import summarize, tensor_blocks, windowed_hidden
 
 SAMPLES_PER_FRAME = 320  # one encoder frame = 2 spectrogram hops of 160 samples
 
@@ -170,6 +170,63 @@ def test_streaming_equals_plain(checkpoint, n_samples, windows_per_group):
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-5)
 
 
+def numpy_blocks(audio: torch.Tensor, block_samples: int):
+    """A block source of numpy arrays of ``block_samples`` samples (as a file reader gives them), counting calls."""
+    def source():
+        source.calls += 1
+        return (block.numpy() for block in audio.split(block_samples, dim=-1))
+    source.calls = 0
+    return source
+
+
+@pytest.mark.parametrize("n_samples, windows_per_group", [STREAMING_CASES[0], STREAMING_CASES[3],
+                                                          STREAMING_CASES[6], STREAMING_CASES[-2]])
+@pytest.mark.parametrize("block_samples", [513, 23_777, 1 << 20])
+@pytest.mark.parametrize("loud", [False, True])
+def test_block_source_equals_whole_array(checkpoint, n_samples, windows_per_group, block_samples, loud):
+    """Audio handed over block by block (any block size, numpy blocks) gives exactly the numbers of the same audio
+    as one tensor, short or windowed, rescaled when loud enough to overflow; the source is read once per pass."""
+    model = load_model(checkpoint, windows_per_group=windows_per_group)
+    audio = noise(2, n_samples, seed=n_samples) * (1e20 if loud else 0.3)
+    expected, expected_times = get_timestamp_embeddings(audio, model)
+    source = numpy_blocks(audio, block_samples)
+    embeddings, timestamps = timestamp_embeddings_of_blocks(source, model)
+    assert torch.equal(embeddings, expected) and torch.equal(timestamps, expected_times)
+    assert source.calls == (2 if n_samples <= 96320 else 3)
+    if not loud:
+        torch.testing.assert_close(embeddings, plain_hidden(model, audio), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("changed_on_call, samples, message", [
+    (2, 3_199_000, "gave 3199000 samples on a later pass but 3200000"),
+    (3, 3_199_999, "gave 3199999 samples on a later pass but 3200000"),
+    (3, 3_200_005, "gave more than 3200000 samples on a later pass"),
+])
+def test_block_source_that_changes_between_passes_is_refused(model, changed_on_call, samples, message):
+    """A file rewritten while it is read (another length on a later pass) is an error, never mixed output."""
+    audio, changed = noise(1, 3_200_000), noise(1, samples, seed=1)
+    calls = []
+
+    def source():
+        calls.append(None)
+        return [changed if len(calls) == changed_on_call else audio]
+    with pytest.raises(ValueError, match=message):
+        timestamp_embeddings_of_blocks(source, model)
+
+
+@pytest.mark.parametrize("blocks, message", [
+    (lambda: [], "gave no samples"),
+    (lambda: [np.zeros((1, 4000), dtype=np.float64)], "block 0 must be a \\(n_sounds, n_samples\\) float32 tensor"),
+    (lambda: [torch.zeros(1, 4000), torch.zeros(2, 4000)], "block 1 holds 2 clips, the first block 1"),
+    (lambda: [torch.zeros(4000)], "block 0 must be"),
+    (lambda: [torch.zeros(1, 300), torch.zeros(1, 200)], "500 samples long; at least 513"),
+    (lambda: [noise(3, 4000), _with_inf_in_clip_2()[:, -100:]], "NaN or Inf in clip\\(s\\) \\[2\\]"),
+])
+def test_bad_block_source_raises(model, blocks, message):
+    with pytest.raises(ValueError, match=message):
+        timestamp_embeddings_of_blocks(blocks, model)
+
+
 def test_streaming_cases_cover_the_window_counts():
     counts = {(windows_needed((n // 160 + 1) // 2), group) for n, group in STREAMING_CASES}
     assert {(1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (17, 16)} <= counts
@@ -178,7 +235,8 @@ def test_streaming_cases_cover_the_window_counts():
 @pytest.mark.parametrize("chunk_frames", [37, 500])
 def test_streaming_statistics_chunking(model, chunk_frames):
     audio = noise(1, 700 * SAMPLES_PER_FRAME + 33, seed=4)
-    hidden = windowed_hidden(model.frontend, model.acoustic_model, audio, windows_per_group=3,
+    source = tensor_blocks(audio)
+    hidden = windowed_hidden(model.frontend, model.acoustic_model, source, summarize(source), windows_per_group=3,
                              stats_chunk_frames=chunk_frames)
     torch.testing.assert_close(hidden, plain_hidden(model, audio), atol=1e-5, rtol=1e-5)
 
@@ -219,3 +277,20 @@ def test_default_scene_pooling_is_mean_and_std(checkpoint):
     model = load_model(checkpoint)
     assert model.options.scene_pooling == "mean+std"
     assert model.scene_embedding_size == 2 * model.timestamp_embedding_size
+
+
+def test_timestamps_and_minimum_length_have_one_definition(model):
+    """The teacher interpolation aims at the API's own frame times (an embedding given at exactly those times comes
+    back unchanged), and the export accepts the same shortest input as the API."""
+    from hear_embed.export import MIN_SAMPLES
+    from hear_embed.train.teachers import interpolate_to_frames
+
+    audio = noise(1, 3 * model.sample_rate)
+    embeddings, timestamps = get_timestamp_embeddings(audio, model)
+    torch.testing.assert_close(interpolate_to_frames(embeddings, timestamps, embeddings.shape[1]), embeddings)
+    shifted = interpolate_to_frames(embeddings, timestamps + 10.0, embeddings.shape[1])
+    assert not torch.allclose(shifted[:, 1:], embeddings[:, 1:])
+    assert MIN_SAMPLES == model.min_samples == 513
+    get_timestamp_embeddings(noise(1, MIN_SAMPLES), model)
+    with pytest.raises(ValueError, match="at least 513 samples"):
+        get_timestamp_embeddings(noise(1, MIN_SAMPLES - 1), model)

@@ -2,6 +2,7 @@
 44.1 kHz FLAC made here; outputs, resuming, bad files, ``info``, ``export`` and the entry points."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import soundfile
 import torch
 
 import hear_embed
-from hear_embed.api import get_timestamp_embeddings, load_model
+from hear_embed.api import get_timestamp_embeddings, load_model, pool_frames
 from hear_embed.audio_io import find_audio_files, read_audio
 from hear_embed.cli import main
 
@@ -57,7 +58,7 @@ def test_find_audio_files_recurses_and_names_by_relative_path(inputs):
     assert not any(name.suffix == ".md" for _, name in found)
 
 
-@pytest.mark.parametrize("options", [{}, {"layer": 1, "scene_pooling": "mean+std"}])
+@pytest.mark.parametrize("options", [{}, {"layer": 1, "scene_pooling": "mean+std"}, {"quantize": "int8"}])
 def test_embed_writes_npz_matching_the_api(inputs, tmp_path, checkpoint, capsys, options):
     out = tmp_path / "out"
     code = main(["embed", str(inputs), "--out", str(out), "--weights", checkpoint, "--scene",
@@ -76,6 +77,30 @@ def test_embed_writes_npz_matching_the_api(inputs, tmp_path, checkpoint, capsys,
         np.testing.assert_allclose(embedding, expected[0].numpy(), atol=1e-6)
         assert scene.shape == (model.scene_embedding_size,)
         np.testing.assert_allclose(scene[:64], embedding.mean(axis=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("seconds", [4.0, 13.0])
+def test_long_file_read_in_blocks_equals_the_whole_array(tmp_path, checkpoint, capsys, seconds):
+    """The CLI hands the long-audio path the file's blocks, re-read once per pass (6 s and more: windowed): the
+    embeddings are exactly those of the whole decoded array; a truncated file is warned about once, not per pass."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_stereo_flac(folder / "tone.flac", seconds=seconds)
+    time = np.arange(int(seconds * 22050)) / 22050
+    soundfile.write(folder / "cut.wav", 0.3 * np.sin(2 * np.pi * 330 * time), 22050, subtype="PCM_16")
+    data = (folder / "cut.wav").read_bytes()
+    (folder / "cut.wav").write_bytes(data[: len(data) * 3 // 4])
+    model = load_model(checkpoint)
+    assert main(["embed", str(folder), "--out", str(tmp_path / "out"), "--weights", checkpoint, "--scene"]) == 0
+    assert capsys.readouterr().err.count("is truncated") == 1
+    for name in ["tone.flac", "cut.wav"]:
+        with pytest.warns() if name == "cut.wav" else contextlib.nullcontext():
+            audio = torch.from_numpy(read_audio(folder / name))[None]
+        expected, expected_times = get_timestamp_embeddings(audio, model)
+        with np.load(tmp_path / "out" / f"{name}.npz") as written:
+            np.testing.assert_array_equal(written["embedding"], expected[0].numpy())
+            np.testing.assert_array_equal(written["timestamps"], expected_times[0].numpy())
+            np.testing.assert_array_equal(written["scene"], pool_frames(expected, "mean+std")[0].numpy())
 
 
 def test_embed_resumes_and_skips_done_files(inputs, tmp_path, checkpoint, capsys):

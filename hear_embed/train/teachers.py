@@ -15,7 +15,7 @@ import soxr
 import torch
 from torch import nn
 
-from hear_embed.frontend import encoder_frame_count
+from hear_embed.frontend import encoder_frame_count, encoder_frame_times_ms
 from hear_embed.layers import length_mask
 
 FRAME_MS = 20.0  # one encoder frame
@@ -25,7 +25,7 @@ def interpolate_to_frames(embeddings: torch.Tensor, timestamps_ms: torch.Tensor,
     """Linear interpolation of (batch, n, dim) embeddings at (batch, n) times to encoder-frame centres
     (frame i covers mel frames 2i and 2i + 1, centred at 20 i + 5 ms) -> (batch, num_frames, dim).
     Frames outside the timestamps take the nearest embedding."""
-    centres = torch.arange(num_frames, dtype=torch.float64) * FRAME_MS + 5.0
+    centres = encoder_frame_times_ms(num_frames)
     out = []
     for emb, times in zip(embeddings.double().cpu(), timestamps_ms.double().cpu()):
         right = torch.searchsorted(times.contiguous(), centres).clamp(1, len(times) - 1) if len(times) > 1 else None
