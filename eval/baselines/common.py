@@ -52,6 +52,10 @@ class BaselineModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def prepare(self, audio: torch.Tensor) -> torch.Tensor:
+        """Whole-clip preprocessing before windowing (n, samples) -> (n, samples); none by default."""
+        return audio
+
     def encode(self, audio: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """audio (n, samples <= window_samples) -> frames (n, T, D) of transformer ``layer``, timestamps (T,) ms."""
         raise NotImplementedError
@@ -101,7 +105,7 @@ def get_timestamp_embeddings(audio, model: BaselineModel) -> tuple[torch.Tensor,
     """HEAR API: audio (n_sounds, n_samples) float32 at 16 kHz -> embeddings (n, T, D) float32 and timestamps
     (n, T) ms, on the audio's device."""
     audio = check_audio(audio, model)
-    frames, timestamps = windowed_frames(audio.to(model.device), model, model.layer)
+    frames, timestamps = windowed_frames(model.prepare(audio.to(model.device)), model, model.layer)
     return frames.float().to(audio.device), timestamps.float().to(audio.device).repeat(audio.shape[0], 1)
 
 
