@@ -1,6 +1,6 @@
 """wav2vec2 / HuBERT / WavLM / data2vec-audio modules equal the library's own forward.
 
-Small random configs go through ``save_pretrained`` -> ``load_model(folder)`` (the code path of real weights);
+Small random configs (base-like 20 ms frame rate) go through ``save_pretrained`` -> ``load_model(folder)`` (the code path of real weights);
 the base configs (random weights, ``load_model("random")``) are checked once per family (slow-ish).
 """
 from __future__ import annotations
@@ -11,26 +11,13 @@ import json
 import pytest
 import torch
 
-from eval.baselines import speech_transformers
+from baseline_builders import small_folder
 
 MODULES = ["wav2vec2", "hubert", "wavlm", "data2vec_audio"]
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32),
-             conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 
 
 def _module(name: str):
     return importlib.import_module(f"eval.baselines.{name}")
-
-
-def small_folder(name: str, folder, **extra):
-    """A random small model of family ``name`` written with ``save_pretrained``; returns (folder, model)."""
-    import transformers
-
-    family = speech_transformers.FAMILIES[name]
-    torch.manual_seed(0)
-    model = getattr(transformers, family.model_class)(getattr(transformers, family.config_class)(**SMALL, **extra))
-    model.save_pretrained(folder)
-    return folder, model.eval()
 
 
 def _audio(n: int, samples: int, seed: int = 0) -> torch.Tensor:
@@ -47,7 +34,7 @@ def test_small_folder_equals_last_hidden_state(name, tmp_path):
     with torch.no_grad():
         expected = reference(audio).last_hidden_state
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=0)
-    stride, receptive = 10, 10 + 2 * 5  # kernels (10, 3), strides (5, 2)
+    stride, receptive = 320, 10 + 63 * 5  # kernels (10, 64), strides (5, 64): 50 frames per second
     torch.testing.assert_close(timestamps[0, :3], torch.tensor([0.0, stride, 2 * stride]) / 16 + (receptive - 1) / 32)
     with torch.no_grad():
         first = reference(audio, output_hidden_states=True).hidden_states[1]

@@ -256,9 +256,18 @@ class BEATsModel(common.BaselineModel):
         return frames, frame_centre_ms(centres, FBANK)
 
 
+# The iter3 architecture as published (90.3 M parameters); "random" builds it with seed-0 random weights.
+ITER3 = BEATsConfig(input_patch_size=16, embed_dim=512, deep_norm=True, relative_position_embedding=True,
+                    num_buckets=320, max_distance=800, gru_rel_pos=True)
+
+
 def load_model(model_file_path: str = "", **options) -> BEATsModel:
-    """HEAR API: a released BEATs checkpoint file (required); options as hear_embed's (``layer``,
-    ``scene_pooling``, ``windows_per_group``)."""
+    """HEAR API: a released BEATs checkpoint file, or "random" (the iter3 architecture, seed 0: cost and
+    architecture checks only); options as hear_embed's (``layer``, ``scene_pooling``, ``windows_per_group``)."""
+    if model_file_path == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return BEATsModel(BEATsEncoder(ITER3).eval(), **options)
     if not model_file_path:
         raise ValueError("BEATs needs a checkpoint: load_model('BEATs_iter3.pt'); see README, 'Baselines'")
     return BEATsModel(load_checkpoint(model_file_path), **options)

@@ -15,25 +15,12 @@ encoded in 20 s windows every 18 s (``eval.baselines.common``).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 
 from eval.baselines import common
+from eval.baselines.pretrained import Family, load_pretrained
 
 WINDOW_SECONDS, HOP_SECONDS = 20, 18
-
-
-@dataclass(frozen=True)
-class Family:
-    """One model family: ``transformers`` class names and the hub id of its base model."""
-
-    model_class: str
-    config_class: str
-    model_type: str  # config.json's "model_type"
-    base_id: str
 
 
 FAMILIES = {
@@ -52,50 +39,6 @@ def conv_geometry(config) -> tuple[int, int]:
         receptive += (kernel - 1) * stride
         stride *= step
     return stride, receptive
-
-
-def build_model(family: Family, model_file_path: str):
-    """The ``transformers`` model in eval mode, and whether inputs are normalised per clip."""
-    import transformers
-
-    model_class = getattr(transformers, family.model_class)
-    if model_file_path == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return model_class(getattr(transformers, family.config_class)()).eval(), False
-    source = model_file_path or family.base_id
-    folder = Path(source)
-    if folder.is_dir():
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"{folder}: no config.json; a save_pretrained folder holds config.json and "
-                             "model.safetensors (or pytorch_model.bin)")
-        model_type = json.loads(config_file.read_text()).get("model_type")
-        if model_type != family.model_type:
-            raise ValueError(f"{config_file}: model_type is {model_type!r}, this module loads {family.model_type!r}")
-        try:
-            model = model_class.from_pretrained(folder, local_files_only=True)
-        except OSError as error:
-            raise ValueError(f"{folder}: cannot load {family.model_class} weights ({error})") from None
-        processor = folder / "preprocessor_config.json"
-        normalize = processor.is_file() and bool(json.loads(processor.read_text()).get("do_normalize", False))
-        return model.eval(), normalize
-    if folder.suffix or folder.exists() or source.count("/") != 1:
-        raise ValueError(f"{source!r} is neither a save_pretrained folder nor a hub id like {family.base_id!r}")
-    try:
-        model = model_class.from_pretrained(source)
-    except OSError as error:
-        raise ValueError(
-            f"cannot load hub model {source!r} (offline or unknown: {type(error).__name__}). Download config.json, "
-            f"model.safetensors (or pytorch_model.bin) and preprocessor_config.json from "
-            f"https://huggingface.co/{source} into one folder and pass that folder instead") from None
-    try:
-        from transformers import AutoFeatureExtractor
-
-        normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(source), "do_normalize", False))
-    except OSError:
-        normalize = False
-    return model.eval(), normalize
 
 
 class SpeechTransformerModel(common.BaselineModel):
@@ -130,8 +73,8 @@ class SpeechTransformerModel(common.BaselineModel):
 
 def load_model_of(family_name: str, model_file_path: str = "", **options) -> SpeechTransformerModel:
     """HEAR ``load_model`` for one family (see the module docstring)."""
-    model, normalize = build_model(FAMILIES[family_name], model_file_path)
-    return SpeechTransformerModel(model, normalize, **options)
+    model, preprocessor = load_pretrained(FAMILIES[family_name], model_file_path)
+    return SpeechTransformerModel(model, bool(preprocessor.get("do_normalize", False)), **options)
 
 
 get_timestamp_embeddings = common.get_timestamp_embeddings
