@@ -2,47 +2,19 @@
 PNG plots across runs, each stamped with the command, date and machine that produced it."""
 from __future__ import annotations
 
-import datetime
 import io
 import os
-import platform
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from eval.provenance import cpu_model, machine_description, provenance  # noqa: F401 (re-exported)
+
 SCORE_COLUMNS = ["model", "weights", "options", "params_millions", "label", "task", "metric", "score", "std", "split", "n_folds",
                  "validation_score", "protocol", "grid", "seed", "embed_seconds", "probe_seconds", "all_scores"]
 EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine_description() -> str:
-    """Platform, CPU model and core count (and the GPU when torch sees one)."""
-    text = f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f"; GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
-
-
-def provenance(command: str) -> dict[str, str]:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return {"command": command, "date": now, "machine": machine_description()}
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
