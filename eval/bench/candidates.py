@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from eval.baselines import BENCH_NAMES
 from hear_embed.acoustic_model import AcousticModel
 from hear_embed.api import HearEmbedModel, get_timestamp_embeddings
 from hear_embed.attention import set_attention_path
@@ -23,9 +24,7 @@ TINY_ACOUSTIC = AcousticModelConfig(hidden_size=32, intermediate_size=64, num_at
 COLUMNS = ["model", "threads", "clip_s", "rtf_median", "rtf_min", "ratio_to_wav2vec2", "params_M", "gmacs_10s",
            "peak_rss_mb", "load_1min", "repeats", "note"]
 # table name -> baseline module under eval.baselines (``load_model("random")``: base size, seed 0)
-BASELINES = {"wav2vec2-base": "wav2vec2", "hubert-base": "hubert", "wavlm-base": "wavlm",
-             "data2vec-audio-base": "data2vec_audio", "ast-base": "ast", "beats-iter3": "beats",
-             "audiomae-base": "audiomae"}
+BASELINES = {name: module.rsplit(".", 1)[1] for module, name in BENCH_NAMES.items()}
 
 
 @dataclass
