@@ -16,7 +16,7 @@ from eval.provenance import cpu_model, machine_description, provenance  # noqa: 
 SCORE_COLUMNS = ["model", "weights", "options", "params_millions", "label", "task", "metric", "score", "std", "split", "n_folds",
                  "validation_score", "protocol", "grid", "seed", "embed_seconds", "probe_seconds", "all_scores"]
 BENCH_COLUMNS = ("model", "threads", "clip_s", "rtf_median", "params_M", "gmacs_10s")  # what the efficiency block reads
-EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
+EFFICIENCY_FILE = "efficiency.csv"  # ``python -m eval bench --out results/efficiency`` writes it (default: runs/)
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
