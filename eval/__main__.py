@@ -105,7 +105,8 @@ def _check_suite(suite: str | None, spec: RunSpec) -> list[str]:
 
 
 def table(args: argparse.Namespace) -> int:
-    written = write_report(args.run_dirs, args.out, command=args.command_line, name=args.name)
+    written = write_report(args.run_dirs, args.out, command=args.command_line, name=args.name,
+                           efficiency_path=args.efficiency, published=args.published)
     print(Path(written[0]).read_text())
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
@@ -202,6 +203,10 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     table_parser.add_argument("--out", type=Path, default=DEFAULT_RUNS / "tables", help="where tables and plots go "
                               "(the committed ones: --out results)")
     table_parser.add_argument("--name", default="comparison", help="file name stem of the tables and plots")
+    table_parser.add_argument("--efficiency", type=Path, default=None, help="bench table (efficiency.csv of `eval "
+                              "bench`) for the efficiency columns and the score-vs-GMACs plot; default OUT/efficiency.csv")
+    table_parser.add_argument("--published", action="store_true", help="add the published leaderboard scores "
+                              "(eval/baselines/published.csv) as a separate block, and which baselines lack a run")
     table_parser.set_defaults(func=table)
 
     demo_parser = command("demo", "mini-suite with the bundled models and the fast grid")

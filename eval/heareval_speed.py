@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from eval import synthetic
 from hear_embed.atomic_files import write_text_atomically
 from eval.heareval_compat import write_embedding_dir
 from eval.probe import evaluate_task
-from eval.report import cpu_model
+from eval.provenance import markdown_header
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,10 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join([
         "# Harness vs real heareval 2021.1.3: wall time on the same cached embeddings",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {os.cpu_count()} CPU cores ({cpu_model()}), torch {torch.__version__}, "
-        f"{args.threads} torch thread(s) on both sides, CPU only",
+        *markdown_header(command)[:4],  # command, date, machine, versions
+        f"- Threads: {args.threads} torch thread(s) on both sides, CPU only",
         f"- Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; both sides ran under the same load, one after the other)",
         f"- {args.grid_points} grid points on both sides; heareval time = its own "

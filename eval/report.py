@@ -2,49 +2,21 @@
 PNG plots across runs, each stamped with the command, date and machine that produced it."""
 from __future__ import annotations
 
-import datetime
 import io
-import os
-import platform
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from eval.baselines import BENCH_NAMES, PUBLISHED_CSV
+from eval.provenance import provenance
 from eval.run import ScoreRow
 from hear_embed.atomic_files import write_bytes_atomically, write_text_atomically
 
 SCORE_COLUMNS = ScoreRow.columns()  # the columns of a run's scores.csv (written by eval.run.write_scores)
-EFFICIENCY_FILE = "efficiency.csv"  # written into results/ by ``python -m eval bench``
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine_description() -> str:
-    """Platform, CPU model and core count (and the GPU when torch sees one)."""
-    text = f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f"; GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
-
-
-def provenance(command: str) -> dict[str, str]:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return {"command": command, "date": now, "machine": machine_description()}
+BENCH_COLUMNS = ("model", "threads", "clip_s", "rtf_median", "params_M", "gmacs_10s")  # what the efficiency block reads
+EFFICIENCY_FILE = "efficiency.csv"  # ``python -m eval bench --out results/efficiency`` writes it (default: runs/)
 
 
 def read_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -141,8 +113,8 @@ def _bench_row(efficiency: pd.DataFrame, label: str, module: str, params: float 
     matches (another architecture of the same module has other GMACs)."""
     if label in efficiency.index:
         return efficiency.loc[label]
-    for key in (f"{module} plain", f"{module} fast", module):
-        if key not in efficiency.index:
+    for key in (f"{module} plain", f"{module} fast", module, BENCH_NAMES.get(module)):
+        if key is None or key not in efficiency.index:
             continue
         row = efficiency.loc[key]
         size = row.get("params_M")
@@ -161,6 +133,53 @@ def gmacs_points(scores: pd.DataFrame, efficiency: pd.DataFrame, gmacs_column: s
         if row is not None:
             points.append((label, float(row[gmacs_column]), float(rows["score"].mean())))
     return points
+
+
+def efficiency_block(scores: pd.DataFrame, efficiency: pd.DataFrame) -> str:
+    """Markdown table: per model, parameters, GMACs (10 s) and RTF (1 thread, shortest clip) from a bench table,
+    or why a model has none."""
+    one_thread = efficiency[efficiency["threads"] == efficiency["threads"].min()]
+    shortest = one_thread[one_thread["clip_s"] == one_thread["clip_s"].min()].drop_duplicates("model").set_index("model")
+    clip = shortest["clip_s"].iloc[0] if len(shortest) else float("nan")
+    lines = [f"| model | params (M) | GMACs per 10 s | RTF (1 thread, {clip:g} s clip) |", "| --- | --- | --- | --- |"]
+    for label, rows in scores.groupby("label", sort=False):
+        params = rows["params_millions"].iloc[0] if "params_millions" in rows else None
+        row = _bench_row(shortest, label, str(rows["model"].iloc[0]), params)
+        if row is None:
+            lines.append(f"| {label} | not benchmarked (no matching row: other size, or not in the bench table) | | |")
+            continue
+        gmacs = row.get("gmacs_10s")
+        cells = [f"{row['params_M']:.2f}", "not countable" if pd.isna(gmacs) else f"{gmacs:.2f}", f"{row['rtf_median']:.4f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def published_block(path: Path = PUBLISHED_CSV) -> str:
+    """Markdown table of ``published.csv`` (model x task): numbers copied from the sources named there, NOT measured
+    here, on other tasks and protocols than the rows above."""
+    published = pd.read_csv(path)
+    published["model"] = [f"{m} ({p:g}M)" if pd.notna(p) else str(m)
+                          for m, p in zip(published["model"], published["params_millions"])]
+    table = published.pivot_table(index="task", columns="model", values="score", aggfunc="first")
+    lines = ["| task | " + " | ".join(table.columns) + " |", "|" + " --- |" * (len(table.columns) + 1)]
+    for task, row in table.iterrows():
+        lines.append(f"| {task} | " + " | ".join("—" if pd.isna(v) else f"{v:.3f}" for v in row) + " |")
+    protocols = "; ".join(f"{m}: {p}" for m, p in published.drop_duplicates("model")[["model", "protocol"]].values)
+    return "\n".join(lines) + f"\n\nProtocols: {protocols}. Sources: `eval/baselines/published.csv`."
+
+
+def not_run_block(scores: pd.DataFrame) -> str:
+    """Which baseline modules have no run here, and which ran only with random weights, and why."""
+    lines = []
+    for module in BENCH_NAMES:
+        runs = scores[scores["model"] == module]
+        if runs.empty:
+            lines.append(f"- `{module}`: not run (pretrained weights not available offline on this machine; "
+                         "see README, \"Baselines\")")
+        elif set(runs["weights"].astype(str)) <= {"random"}:
+            lines.append(f"- `{module}`: random weights only (pretrained weights not available offline); "
+                         "its scores measure the architecture, not the pretrained model")
+    return "\n".join(lines)
 
 
 def plot_score_vs_gmacs(scores: pd.DataFrame, efficiency: pd.DataFrame, path: Path, stamp: dict[str, str]) -> bool:
@@ -211,26 +230,37 @@ def _stamp_and_save(figure, path: Path, stamp: dict[str, str]) -> None:
     write_bytes_atomically(path, buffer.getvalue())
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, name: str = "comparison") -> list[Path]:
-    """``<name>.md``, ``<name>.csv`` and ``<name>_scores.png`` (+ ``<name>_score_vs_gmacs.png`` when
-    ``out_dir/efficiency.csv`` exists and names these models) in ``out_dir``; returns the files written."""
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str, name: str = "comparison",
+                 efficiency_path: str | Path | None = None, published: bool = False) -> list[Path]:
+    """``<name>.md``, ``<name>.csv`` and ``<name>_scores.png`` (+ ``<name>_score_vs_gmacs.png`` and an efficiency
+    block when the bench table -- ``efficiency_path``, default ``out_dir/efficiency.csv`` -- exists and names these
+    models) in ``out_dir``; ``published`` adds the published scores as a separate block. Returns the files written."""
     out_dir = Path(out_dir)
     scores = read_runs(run_dirs)
     stamp = provenance(command)
     header = [f"command: {stamp['command']}", f"date: {stamp['date']}", f"machine: {stamp['machine']}",
-              _settings_line(scores)]
+              f"versions: {stamp['versions']}", _settings_line(scores)]
     table = comparison_table(scores)
     written = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}_scores.png"]
     markdown = f"# {name}: primary test scores\n\n" + "".join(f"- {line}\n" for line in header)
     markdown += f"\nRows: task (primary metric); columns: model.\n\n{_markdown(table)}\n"
+    efficiency_file = Path(efficiency_path) if efficiency_path is not None else out_dir / EFFICIENCY_FILE
+    efficiency = pd.read_csv(efficiency_file, comment="#") if efficiency_file.is_file() else None
+    if efficiency is not None and set(BENCH_COLUMNS) <= set(efficiency.columns):
+        markdown += f"\n## Efficiency (from `{efficiency_file.name}`, random weights)\n\n{efficiency_block(scores, efficiency)}\n"
+    if published:
+        missing = not_run_block(scores)
+        if missing:
+            markdown += f"\n## Baselines without a pretrained run\n\n{missing}\n"
+        markdown += ("\n## Published scores (NOT measured here: other tasks, splits and protocols)\n\n"
+                     f"{published_block()}\n")
     write_text_atomically(written[0], markdown)
     columns = ["label", "model", "weights", "options", "params_millions", "task", "metric", "score", "std", "split", "n_folds",
                "n_seeds", "protocol", "grid", "seed", "embed_seconds", "probe_seconds"]
     write_text_atomically(written[1], "".join(f"# {line}\n" for line in header) + scores[columns].to_csv(index=False))
     plot_scores(scores, written[2], stamp)
-    efficiency = out_dir / EFFICIENCY_FILE
     gmacs_plot = out_dir / f"{name}_score_vs_gmacs.png"
-    if efficiency.is_file() and plot_score_vs_gmacs(scores, pd.read_csv(efficiency, comment="#"), gmacs_plot, stamp):
+    if efficiency is not None and plot_score_vs_gmacs(scores, efficiency, gmacs_plot, stamp):
         written.append(gmacs_plot)
     else:
         gmacs_plot.unlink(missing_ok=True)  # a plot of an earlier table would no longer match this one
