@@ -98,6 +98,12 @@ def test_basic_pitch_matches_the_package(speech, tmp_path):
     assert note[-40:].max() > 0.5  # the 440 Hz tone is found as a note
     features = teacher(torch.from_numpy(audio)[None], torch.tensor([len(audio)]))
     assert features.shape == (1, encoder_frame_count(len(audio)), 440)
+    short = len(speech) // 2  # one batched call over all windows == clip by clip
+    batch = teacher(torch.stack([torch.from_numpy(audio), torch.from_numpy(audio)]), torch.tensor([len(audio), short]))
+    torch.testing.assert_close(batch[0], features[0], atol=1e-5, rtol=1e-4)
+    alone = teacher(torch.from_numpy(audio[:short])[None], torch.tensor([short]))
+    torch.testing.assert_close(batch[1, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-4)
+    assert batch[1, alone.shape[1]:].abs().max() == 0
 
 
 @pytest.mark.parametrize("kind, key", [("resemblyzer", "checkpoint"), ("silero_vad", "model"), ("basic_pitch", "model")])

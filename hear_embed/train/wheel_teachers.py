@@ -160,24 +160,38 @@ class BasicPitchTeacher(nn.Module):
         if [node.name for node in self.session.get_inputs()] != ["serving_default_input_2:0"]:
             raise ValueError(f"{model} is not basic-pitch's nmp.onnx: inputs {[n.name for n in self.session.get_inputs()]}")
 
-    def posteriors(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(samples,) float32 at 22.05 kHz -> note (frames, 88), onset (frames, 88), contour (frames, 264)."""
+    def windows(self, audio: np.ndarray) -> np.ndarray:
+        """(samples,) at 22.05 kHz -> (n_windows, 43844, 1): half an overlap of zeros first, then windows every
+        43844 - 30 * 256 samples, the last one zero-padded."""
         overlap = self.overlap_frames * self.hop
         padded = np.concatenate([np.zeros(overlap // 2, dtype=np.float32), audio.astype(np.float32)])
         starts = range(0, len(padded), self.window - overlap)
-        windows = np.stack([np.pad(padded[start: start + self.window], (0, max(0, start + self.window - len(padded))))
-                            for start in starts])[..., None]
-        half, frames = self.overlap_frames // 2, int(np.floor(len(audio) * (self.sample_rate // self.hop) / self.sample_rate))
-        results = self.session.run(list(self.outputs), {"serving_default_input_2:0": windows})
-        return tuple(result[:, half:-half].reshape(-1, result.shape[-1])[:frames] for result in results)
+        return np.stack([np.pad(padded[start: start + self.window], (0, max(0, start + self.window - len(padded))))
+                         for start in starts])[..., None]
+
+    def unwrap(self, result: np.ndarray, samples: int) -> np.ndarray:
+        """(n_windows, 172, bins) of one clip -> (frames, bins): half the overlap cut from each side of every window."""
+        half, frames = self.overlap_frames // 2, int(np.floor(samples * (self.sample_rate // self.hop) / self.sample_rate))
+        return result[:, half:-half].reshape(-1, result.shape[-1])[:frames]
+
+    def posteriors(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(samples,) float32 at 22.05 kHz -> note (frames, 88), onset (frames, 88), contour (frames, 264)."""
+        results = self.session.run(list(self.outputs), {"serving_default_input_2:0": self.windows(audio)})
+        return tuple(self.unwrap(result, len(audio)) for result in results)
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """All windows of all clips go through the network in one call."""
         frames = encoder_frame_count(waveform.shape[-1])
+        clips = [soxr.resample(clip[: int(length)], 16000, self.sample_rate, quality="HQ")
+                 for clip, length in zip(waveform.float().cpu().numpy(), lengths.tolist())]
+        windows = [self.windows(clip) for clip in clips]
+        results = self.session.run(list(self.outputs), {"serving_default_input_2:0": np.concatenate(windows)})
+        bounds = np.cumsum([0] + [len(clip_windows) for clip_windows in windows])
         out = []
-        for clip, length in zip(waveform.float().cpu().numpy(), lengths.tolist()):
-            audio = soxr.resample(clip[: int(length)], 16000, self.sample_rate, quality="HQ")
-            features = torch.from_numpy(np.concatenate(self.posteriors(audio), axis=1))
+        for index, clip in enumerate(clips):
+            parts = [self.unwrap(result[bounds[index]: bounds[index + 1]], len(clip)) for result in results]
+            features = torch.from_numpy(np.concatenate(parts, axis=1))
             if features.shape[0] == 0:
                 features = torch.zeros(1, self.feature_size)
             times = frame_times(features.shape[0], 1000.0 * self.hop / self.sample_rate, 0.0, 1)
