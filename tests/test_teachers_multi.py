@@ -132,3 +132,19 @@ def test_mam_log_has_the_embedding_participation_ratio(tmp_path):
     with (tmp_path / "out" / "log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert all(1.0 <= float(row["embedding_participation"]) <= 16.0 for row in rows)  # hidden size 16
+
+
+def test_tiny2_configs_parse_and_name_four_teachers():
+    from hear_embed.train.config_file import read_sections
+    from train_fixtures import REPO
+
+    configs = REPO / "hear_embed" / "train" / "configs"
+    stage1 = read_sections(configs / "tiny2_tokenizer.json", tokenizer_stage.SECTIONS, extra=("teacher",))
+    stage2 = read_sections(configs / "tiny2_mam.json", mam_stage.SECTIONS)
+    teacher = stage1["teacher"]
+    assert teacher["kind"] == "multi" and teacher["target"] in ("heads", "concatenated")
+    assert {member["kind"] for member in teacher["teachers"].values()} == {"crepe", "resemblyzer", "silero_vad", "basic_pitch"}
+    assert stage1["decoder"].knowledge_hidden_size == 256 + 256 + 128 + 440  # the concatenated width, for the ablation
+    shipped = read_sections(configs / "tiny_mam.json", mam_stage.SECTIONS)["acoustic_model"]
+    assert stage2["acoustic_model"] == shipped  # same architecture as the shipped tiny: scores compare
+    assert stage1["data"].sources == stage2["data"].sources
