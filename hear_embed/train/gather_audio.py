@@ -57,9 +57,7 @@ class PackageSource:
 ASTERISK = (("*/sounds/*", "speech"),)
 PACKAGE_SOURCES = (
     *(PackageSource(f"asterisk-core-sounds-{language}-wav", ASTERISK) for language in ("en", "fr", "es", "ru", "it")),
-    PackageSource("asterisk-prompt-it-menardi-wav", ASTERISK),
-    PackageSource("asterisk-prompt-es-co", ASTERISK),
-    PackageSource("asterisk-prompt-fr-armelle", ASTERISK),
+    PackageSource("asterisk-prompt-it-menardi-wav", ASTERISK),  # asterisk-prompt-es-co / -fr-armelle: raw GSM only
     PackageSource("fillets-ng-data", (("*/fillets-ng/music/*", "music"), ("*/sound/share/*", "sounds"),
                                       ("*/fillets-ng/sound/*", "speech"))),
     PackageSource("fillets-ng-data-cs", (("*/fillets-ng/sound/*", "speech"),)),
