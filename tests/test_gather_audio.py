@@ -76,7 +76,10 @@ def test_silent_and_too_short_pieces_are_dropped():
 @pytest.mark.parametrize("text, expected", [
     ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+\n\n"
      "Files: debian/*\nLicense: GPL-2+\n\nFiles: music/*\nLicense: CC-BY-SA-3.0\n", "GPL-2+; CC-BY-SA-3.0"),
-    ("This package was debianized by someone.\nIt is in the public domain.\n", "This package was debianized by someone."),
+    ("This package was debianized by someone.\nThe data is in the public domain.\n", "mentions public domain"),
+    ("Packaged by someone.\n\nLicense:\n   This program is free software; it is under the terms of the GNU General\n"
+     "   Public License, and parts of the GNU Lesser General Public License.\n", "mentions LGPL; GPL"),
+    ("License: This program is free software; you can redistribute it and/or modify it.\n", "see copyright file"),
 ])
 def test_license_from_copyright_file(tmp_path, text, expected):
     doc = tmp_path / "usr/share/doc/pkg"

@@ -111,17 +111,30 @@ def check_allowed(package: str) -> None:
         raise ValueError(f"package {package!r} is reserved for evaluation (drum kits); it is on DENIED_PACKAGES")
 
 
+LICENSE_MENTIONS = (  # (pattern in free-form copyright text, short name), for files not in the DEP-5 format
+    (r"GNU\s+(Lesser|Library)\s+General\s+Public\s+License|\bLGPL", "LGPL"),
+    (r"GNU\s+General\s+Public\s+License|\bGPL-?\d", "GPL"),
+    (r"Creative\s+Commons|\bCC-BY", "Creative Commons"),
+    (r"public\s+domain", "public domain"),
+    (r"\bBSD\b", "BSD"),
+    (r"\bMIT\b|\bExpat\b", "MIT"),
+)
+
+
 def package_license(root: Path, package: str) -> str:
-    """The distinct ``License:`` names of ``usr/share/doc/<package>/copyright`` (machine-readable format), else
-    its first non-empty line; "unknown (no copyright file)" when absent."""
+    """Licenses of ``usr/share/doc/<package>/copyright``: the distinct short names of its ``License:`` fields
+    (machine-readable DEP-5 format), else the licenses its free text mentions ("mentions GPL; public domain"),
+    else "see copyright file"; "unknown (no copyright file)" when absent."""
     copyright_file = root / "usr/share/doc" / package / "copyright"
     if not copyright_file.is_file():
         return "unknown (no copyright file)"
     text = copyright_file.read_text(errors="replace")
-    names = list(dict.fromkeys(match.strip() for match in re.findall(r"^License:\s*(.+)$", text, flags=re.MULTILINE)))
+    fields = re.findall(r"^License:[ \t]*(\S.*)$", text, flags=re.MULTILINE)
+    names = list(dict.fromkeys(name.strip() for name in fields if len(name.split()) <= 4))
     if names:
         return "; ".join(names)
-    return next((line.strip() for line in text.splitlines() if line.strip()), "unknown (empty copyright file)")
+    mentioned = [name for pattern, name in LICENSE_MENTIONS if re.search(pattern, text, flags=re.IGNORECASE)]
+    return "mentions " + "; ".join(mentioned) if mentioned else "see copyright file"
 
 
 def category_of(relative_path: str, source: PackageSource) -> str | None:
