@@ -127,3 +127,41 @@ def test_gather_writes_manifest_summary_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(gather_audio, "gather_fsdd", lambda *args: pytest.fail("a finished source was redone"))
     again = gather(out, sources=(), fsdd=fsdd, flite=False, synthetic_count=3, synthetic_seed=1)
     assert again == summary
+
+
+def build_deb(folder: Path, package: str, files: dict[str, bytes]) -> Path:
+    """A minimal Debian package holding ``files`` (paths inside it) and a DEP-5 copyright file."""
+    import subprocess
+
+    root = folder / package
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
+                                         "Maintainer: test <t@example.org>\nDescription: test package\n")
+    doc = root / "usr/share/doc" / package
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+                                   "Files: *\nLicense: CC0-1.0\n")
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    deb = folder / "debs" / f"{package}_1.0_all.deb"
+    deb.parent.mkdir(exist_ok=True)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+@pytest.mark.skipif(__import__("shutil").which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_a_package_is_unpacked_converted_and_its_bad_file_named(tmp_path):
+    """A local .deb (so apt-get is not called): categories by rule, license from copyright, a corrupt file named
+    by its path inside the package, not by the temporary folder it was unpacked into."""
+    deb = build_deb(tmp_path, "test-sounds", {
+        "usr/share/test/music/george.wav": (FIXTURES / "0_george_2.wav").read_bytes(),
+        "usr/share/test/effects/broken.ogg": b"OggS" + b"\0" * 60,
+        "usr/share/test/readme.txt": b"not audio, ignored"})
+    source = PackageSource("test-sounds", (("*/music/*", "music"), ("*/effects/*", "sounds")))
+    skipped: list[str] = []
+    rows = gather_audio.gather_package(source, tmp_path / "out", deb.parent, 10.0, skipped)
+    assert [(row["category"], row["license"]) for row in rows] == [("music", "CC0-1.0")]
+    assert rows[0]["path"] == "clips/music/test-sounds/usr__share__test__music__george_000.flac"
+    assert len(skipped) == 1 and "test-sounds_1.0_all.deb:usr/share/test/effects/broken.ogg" in skipped[0]
+    assert "gather_" not in skipped[0]

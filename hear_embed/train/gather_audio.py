@@ -212,8 +212,11 @@ def gather_package(source: PackageSource, out: Path, debs: Path, clip_seconds: f
     with tempfile.TemporaryDirectory(prefix="gather_") as folder:
         root = Path(folder)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        return convert_files(package_files(root, source), out, source.package, package_license(root, source.package),
-                             clip_seconds, skipped, name_of=flat_name(root))
+        problems: list[str] = []
+        rows = convert_files(package_files(root, source), out, source.package, package_license(root, source.package),
+                             clip_seconds, problems, name_of=flat_name(root))
+        skipped += [problem.replace(f"{root}/", f"{deb.name}:") for problem in problems]  # not the temporary folder
+        return rows
 
 
 def gather_flite(out: Path, debs: Path, clip_seconds: float, skipped: list[str]) -> list[dict]:
