@@ -117,7 +117,7 @@ class TokenizerStage(nn.Module):
         logits, code_lengths = self.tokenizer(log_mel, frames)
         decoder_input, diversity = self.quantizer(logits, code_lengths, batch["seeds"])
         predicted_mel, predicted_teacher, mel_lengths = self.decoder(decoder_input, code_lengths)
-        frames = predicted_teacher[0].shape[1]
+        teacher_frames = predicted_teacher[0].shape[1]
 
         valid_mel = length_mask(mel_lengths, predicted_mel.shape[1])
         target_mel = log_mel.transpose(1, 2)[:, : predicted_mel.shape[1]]
@@ -130,13 +130,13 @@ class TokenizerStage(nn.Module):
             teacher.to(waveform.device)
             with torch.no_grad():
                 targets = teacher(waveform, lengths)
-            targets = [align_frames(target.float(), frames) for target in (targets if isinstance(targets, list) else [targets])]
+            targets = [align_frames(target.float(), teacher_frames) for target in (targets if isinstance(targets, list) else [targets])]
             if isinstance(teacher, TeacherSet):
                 names, weights = list(teacher.feature_sizes), [teacher.weights[name] for name in teacher.feature_sizes]
                 concatenated = teacher.target == "concatenated"
             else:
                 names, weights, concatenated = ["teacher"], [1.0], False
-            distillation, per_teacher = distillation_losses(predicted_teacher, targets, length_mask(code_lengths, frames),
+            distillation, per_teacher = distillation_losses(predicted_teacher, targets, length_mask(code_lengths, teacher_frames),
                                                             names, weights, concatenated)
             if not isinstance(teacher, TeacherSet):
                 per_teacher = {}  # the single teacher's loss is "distillation"
