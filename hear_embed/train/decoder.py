@@ -1,5 +1,5 @@
 """Parts trained with the tokenizer and then discarded: the Gumbel-softmax quantizer and the decoder that
-reconstructs the log-mel and predicts the teacher's features. Parameter names follow the reference."""
+reconstructs the log-mel and predicts the teachers' features (one head, or one per teacher). Parameter names follow the reference."""
 from __future__ import annotations
 
 import torch
@@ -69,34 +69,41 @@ class GumbelQuantizer(nn.Module):
 
 
 class OutLayer(nn.Module):
-    """(batch, time, hidden) -> log-mel (batch, 2 * time, n_mels) and teacher features (batch, time, knowledge)."""
+    """(batch, time, hidden) -> log-mel (batch, 2 * time, n_mels) and a list of teacher predictions: one
+    (batch, time, knowledge_hidden_size) from ``out_linear2`` (the reference's single head), or with
+    ``teacher_sizes`` one (batch, time, size) per teacher from ``teacher_heads`` (and no ``out_linear2``)."""
 
-    def __init__(self, config: DecoderConfig, n_mels: int = 128):
+    def __init__(self, config: DecoderConfig, n_mels: int = 128, teacher_sizes: tuple[int, ...] = ()):
         super().__init__()
         self.linear = nn.Linear(config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size)
         self.out_linear = nn.Linear(config.hidden_size, 2 * n_mels)
-        self.out_linear2 = nn.Linear(config.hidden_size, config.knowledge_hidden_size)
+        if teacher_sizes:
+            self.teacher_heads = nn.ModuleList(nn.Linear(config.hidden_size, size) for size in teacher_sizes)
+        else:
+            self.out_linear2 = nn.Linear(config.hidden_size, config.knowledge_hidden_size)
 
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         hidden = self.layer_norm(nn.functional.gelu(self.linear(hidden)))
         batch, time, _ = hidden.shape
-        return self.out_linear(hidden).view(batch, 2 * time, -1), self.out_linear2(hidden)
+        heads = self.teacher_heads if hasattr(self, "teacher_heads") else [self.out_linear2]
+        return self.out_linear(hidden).view(batch, 2 * time, -1), [head(hidden) for head in heads]
 
 
 class Decoder(nn.Module):
     """Relative-position transformer layers + :class:`OutLayer`; output lengths are twice the input's."""
 
-    def __init__(self, config: DecoderConfig = DecoderConfig()):
+    def __init__(self, config: DecoderConfig = DecoderConfig(), teacher_sizes: tuple[int, ...] = ()):
         super().__init__()
         self.layers = nn.ModuleList(
             TransformerLayer(config.hidden_size, config.intermediate_size, config.num_attention_heads,
                              config.dropout_probability, config.max_length)
             for _ in range(config.num_transformer_layers))
-        self.out_layer = OutLayer(config)
+        self.out_layer = OutLayer(config, teacher_sizes=teacher_sizes)
 
-    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden (batch, time, hidden) -> log-mel (batch, 2 time, n_mels), teacher (batch, time, k), (batch,) 2 * lengths."""
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """hidden (batch, time, hidden) -> log-mel (batch, 2 time, n_mels), teacher predictions [(batch, time, k_i)],
+        (batch,) 2 * lengths."""
         key_mask = length_mask(lengths, hidden.shape[1])
         for layer in self.layers:
             hidden = layer(hidden, key_mask)

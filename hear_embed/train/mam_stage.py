@@ -19,6 +19,8 @@ from hear_embed.acoustic_model import AcousticModel
 from hear_embed.config import AcousticModelConfig, FrontendConfig, config_to_dict
 from hear_embed.frontend import Frontend
 from hear_embed.tokenizer import AcousticTokenizer
+from hear_embed.layers import length_mask
+from hear_embed.train.collapse_metrics import participation_ratio
 from hear_embed.train.config_file import read_sections, run_record
 from hear_embed.train.data import DataConfig
 from hear_embed.train.features import log_mel_batch
@@ -61,10 +63,12 @@ class MaskedAudioModelingStage(nn.Module):
         seeds = torch.tensor([mixed_seed(int(seed), 2) for seed in batch["seeds"].tolist()])
         masked = frame_mask(lengths, hidden.shape[1], self.mask.rate, seeds, self.mask.mode)
         hidden = hidden.masked_fill(masked[..., None], 0.0)
-        logits = self.out_linear(self.acoustic_model.contextual_encoder(hidden, lengths))
+        encoded = self.acoustic_model.contextual_encoder(hidden, lengths)
+        logits = self.out_linear(encoded)
         loss = nn.functional.cross_entropy(logits[masked].float(), labels[masked])
         accuracy = (logits[masked].argmax(dim=-1) == labels[masked]).float().mean()
-        return {"loss": loss, "accuracy": accuracy.detach()}
+        participation = participation_ratio(encoded[length_mask(lengths, encoded.shape[1])].detach())
+        return {"loss": loss, "accuracy": accuracy.detach(), "embedding_participation": torch.tensor(participation)}
 
 
 def export_acoustic_model(stage: MaskedAudioModelingStage, path: Path, meta: dict) -> None:

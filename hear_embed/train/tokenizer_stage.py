@@ -3,7 +3,10 @@
 log-mel -> tokenizer -> code logits -> Gumbel-softmax quantizer -> decoder, which reconstructs the log-mel
 (2 frames per code) and predicts a teacher's features. Loss, as in the reference:
 0.3 * MSE(reconstruction) + 0.7 * mean(1 - cos(prediction, teacher)) + 0.1 * diversity.
-With ``distillation_weight`` 0 no teacher is needed. Run: ``python -m hear_embed.train.tokenizer_stage --config cfg.json``.
+With ``distillation_weight`` 0 no teacher is needed. Several teachers (:class:`TeacherSet`) are predicted by one
+head each (distillation = weighted mean of their cosine losses) or by one head on their concatenated, per-frame
+L2-normalized features; each teacher's own loss is logged as ``distillation_<name>``, and codebook usage as
+``codes_used`` / ``code_perplexity``. Run: ``python -m hear_embed.train.tokenizer_stage --config cfg.json``.
 """
 from __future__ import annotations
 
@@ -23,12 +26,13 @@ from hear_embed.frontend import Frontend
 from hear_embed.tokenizer import AcousticTokenizer
 from hear_embed.layers import length_mask
 from hear_embed.train.checkpoints import TrainingError
+from hear_embed.train.collapse_metrics import codebook_usage
 from hear_embed.train.config_file import ConfigError, read_sections, run_record
 from hear_embed.train.data import DataConfig
 from hear_embed.train.decoder import Decoder, GumbelQuantizer
 from hear_embed.train.features import log_mel_batch
 from hear_embed.train.runner import TrainConfig, train
-from hear_embed.train.teachers import build_teacher
+from hear_embed.train.teachers import TeacherSet, build_teacher
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,33 @@ def align_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
     return nn.functional.pad(features, (0, 0, 0, num_frames - features.shape[1]))
 
 
+def cosine_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean(1 - cos) over rows of (n, dim) tensors."""
+    return (1.0 - nn.functional.cosine_similarity(predicted.float(), target, dim=-1)).mean()
+
+
+def distillation_losses(predictions: list[torch.Tensor], targets: list[torch.Tensor], valid: torch.Tensor,
+                        names: list[str], weights: list[float], concatenated: bool) -> tuple[torch.Tensor, dict]:
+    """Teacher predictions [(batch, frames, k)] against targets [(batch, frames, size_i)] on ``valid`` (batch, frames)
+    -> (distillation loss, {"distillation_<name>": each teacher's 1 - cos, detached}); see the module docstring."""
+    total = sum(weights)
+    if concatenated:
+        normalized = [nn.functional.normalize(target[valid], dim=-1) for target in targets]
+        target = torch.cat([(weight / total) ** 0.5 * part for weight, part in zip(weights, normalized)], dim=-1)
+        predicted = predictions[0][valid]
+        loss = cosine_loss(predicted, target)
+        parts = predicted.detach().split([part.shape[-1] for part in normalized], dim=-1)
+        each = [cosine_loss(part, target_part) for part, target_part in zip(parts, normalized)]
+    else:
+        each = [cosine_loss(predicted[valid], target[valid]) for predicted, target in zip(predictions, targets)]
+        loss = sum(weight * value for weight, value in zip(weights, each)) / total
+    return loss, {f"distillation_{name}": value.detach() for name, value in zip(names, each)}
+
+
 class TokenizerStage(nn.Module):
-    """The stage-1 model; ``forward(batch)`` -> {"loss", "reconstruction", "distillation", "diversity", "codes_used"}
-    (components unweighted, "loss" weighted; "codes_used": distinct argmax codes in the batch)."""
+    """The stage-1 model; ``forward(batch)`` -> {"loss", "reconstruction", "distillation", "diversity", "codes_used",
+    "code_perplexity", and "distillation_<name>" per teacher of a :class:`TeacherSet`} (components unweighted, "loss"
+    weighted; "codes_used" / "code_perplexity": distinct argmax codes in the batch / exp of their entropy)."""
 
     def __init__(self, tokenizer: TokenizerConfig, decoder: DecoderConfig, loss: TokenizerLossConfig,
                  teacher: nn.Module | None = None):
@@ -64,7 +92,15 @@ class TokenizerStage(nn.Module):
         self.tokenizer = AcousticTokenizer(tokenizer)
         self.quantizer = GumbelQuantizer(tokenizer.num_codebooks, decoder.code_vector_size, decoder.hidden_size,
                                          loss.initial_temperature, loss.min_temperature, loss.temperature_decay)
-        self.decoder = Decoder(decoder)
+        teacher_sizes: tuple[int, ...] = ()
+        if isinstance(teacher, TeacherSet):
+            sizes = tuple(teacher.feature_sizes.values())
+            if teacher.target == "heads":
+                teacher_sizes = sizes
+            elif decoder.knowledge_hidden_size != sum(sizes):
+                raise ValueError(f"concatenated teacher target: decoder.knowledge_hidden_size is {decoder.knowledge_hidden_size}, "
+                                 f"but the teachers' features add up to {sum(sizes)} ({teacher.feature_sizes})")
+        self.decoder = Decoder(decoder, teacher_sizes=teacher_sizes)
         if loss.distillation_weight == 0:  # no teacher: the teacher head gets no gradient (and DDP needs to know)
             self.decoder.out_layer.out_linear2.requires_grad_(False)
         self._teacher = (teacher,)  # kept out of state_dict, parameters() and DDP
@@ -81,25 +117,34 @@ class TokenizerStage(nn.Module):
         logits, code_lengths = self.tokenizer(log_mel, frames)
         decoder_input, diversity = self.quantizer(logits, code_lengths, batch["seeds"])
         predicted_mel, predicted_teacher, mel_lengths = self.decoder(decoder_input, code_lengths)
+        teacher_frames = predicted_teacher[0].shape[1]
 
         valid_mel = length_mask(mel_lengths, predicted_mel.shape[1])
         target_mel = log_mel.transpose(1, 2)[:, : predicted_mel.shape[1]]
         reconstruction = nn.functional.mse_loss(predicted_mel[valid_mel].float(), target_mel[valid_mel])
 
         loss = self.loss_config.reconstruction_weight * reconstruction + self.loss_config.diversity_weight * diversity
-        distillation = torch.zeros((), device=loss.device)
+        distillation, per_teacher = torch.zeros((), device=loss.device), {}
         teacher = self._teacher[0]
         if self.loss_config.distillation_weight > 0:
             teacher.to(waveform.device)
             with torch.no_grad():
-                target = align_frames(teacher(waveform, lengths).float(), predicted_teacher.shape[1])
-            valid = length_mask(code_lengths, predicted_teacher.shape[1])
-            cosine = nn.functional.cosine_similarity(predicted_teacher[valid].float(), target[valid], dim=-1)
-            distillation = (1.0 - cosine).mean()
+                targets = teacher(waveform, lengths)
+            targets = [align_frames(target.float(), teacher_frames) for target in (targets if isinstance(targets, list) else [targets])]
+            if isinstance(teacher, TeacherSet):
+                names, weights = list(teacher.feature_sizes), [teacher.weights[name] for name in teacher.feature_sizes]
+                concatenated = teacher.target == "concatenated"
+            else:
+                names, weights, concatenated = ["teacher"], [1.0], False
+            distillation, per_teacher = distillation_losses(predicted_teacher, targets, length_mask(code_lengths, teacher_frames),
+                                                            names, weights, concatenated)
+            if not isinstance(teacher, TeacherSet):
+                per_teacher = {}  # the single teacher's loss is "distillation"
             loss = loss + self.loss_config.distillation_weight * distillation
-        codes_used = torch.tensor(float(logits.argmax(dim=-1)[length_mask(code_lengths, logits.shape[1])].unique().numel()))
+        codes_used, perplexity = codebook_usage(logits.argmax(dim=-1)[length_mask(code_lengths, logits.shape[1])],
+                                                logits.shape[-1])
         return {"loss": loss, "reconstruction": reconstruction, "distillation": distillation, "diversity": diversity,
-                "codes_used": codes_used}
+                "codes_used": torch.tensor(float(codes_used)), "code_perplexity": torch.tensor(perplexity), **per_teacher}
 
 
 def export_tokenizer(stage: TokenizerStage, path: Path, meta: dict) -> None:
