@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml setup.py Makefile
 	$(PY) -m pip install -q tensorflow-cpu==2.21.0 "pytorch-lightning==1.9.5" "setuptools<82" \
 		intervaltree more-itertools python-slugify torchinfo click
 	$(PY) -m pip install -q --no-deps heareval==2021.1.3 hearvalidator==2021.0.2
+	$(PY) -m pip install -q -e ".[teachers]" webrtcvad-wheels pretty_midi mir_eval resampy
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4 silero-vad==6.2.3 basic-pitch==0.4.0
 	touch $(STAMP)
 
 # tables and plots in runs/demo/ (git-ignored); `make results` regenerates the committed results/mini_suite.*
