@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eval.report import gmacs_points, write_report, write_scores_csv
+from eval.report import SCORE_COLUMNS, gmacs_points, write_report
 
 
 def _run(folder, label, model, weights, score):
     rows = [{"model": model, "weights": weights, "label": label, "task": "digits", "metric": "top1_acc", "score": score,
              "std": 0.0, "n_folds": 1, "validation_score": score, "protocol": "heareval-mlp", "grid": "faster", "seed": 0}]
-    write_scores_csv(folder / "scores.csv", rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=SCORE_COLUMNS).to_csv(folder / "scores.csv", index=False)
     return folder
 
 
