@@ -115,10 +115,11 @@ def _check_length(num_samples: int, model: HearEmbedModel) -> None:
                          "are needed")
 
 
-def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
-    """Validate a HEAR API batch (n_sounds, n_samples) float32 and the model, returning the audio as a tensor.
-    (NaN and Inf are found by the first pass over the samples, :func:`hear_embed.long_audio.summarize`.)"""
-    _check_model(model)
+def check_audio(audio, model, *, check_finite: bool = True) -> torch.Tensor:
+    """Validate a HEAR API batch (n_sounds, n_samples) float32 for ``model`` (anything with ``sample_rate`` and
+    ``min_samples``: the baselines use this too), returning the audio as a tensor. ``check_finite=False`` leaves
+    NaN and Inf to the caller (hear_embed's first pass over the samples, :func:`hear_embed.long_audio.summarize`,
+    finds them without another copy of the audio)."""
     if isinstance(audio, np.ndarray):
         audio = torch.from_numpy(audio)
     if not isinstance(audio, torch.Tensor):
@@ -132,6 +133,9 @@ def check_audio(audio, model: HearEmbedModel) -> torch.Tensor:
     if audio.shape[0] == 0:
         raise ValueError("audio is an empty batch: shape (0, n_samples)")
     _check_length(audio.shape[1], model)
+    if check_finite and not bool(torch.isfinite(audio).all()):
+        bad = torch.nonzero(~torch.isfinite(audio).all(dim=1)).flatten().tolist()
+        raise ValueError(f"audio contains NaN or Inf in clip(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
     return audio
 
 
@@ -163,7 +167,8 @@ def timestamp_embeddings_of_blocks(source: BlockSource, model: HearEmbedModel,
 def get_timestamp_embeddings(audio, model: HearEmbedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """audio (n_sounds, n_samples) float32 at 16 kHz -> embeddings (n, T, D) float32 and timestamps (n, T) in ms,
     on the audio's device."""
-    audio = check_audio(audio, model)
+    _check_model(model)
+    audio = check_audio(audio, model, check_finite=False)
     return timestamp_embeddings_of_blocks(tensor_blocks(audio.to(model.device)), model, out_device=audio.device)
 
 
