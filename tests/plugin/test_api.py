@@ -273,7 +273,7 @@ def test_int8_option_stays_close_to_fp32(checkpoint):
 
 
 def test_default_scene_pooling_is_mean_and_std(checkpoint):
-    """The default chosen from results/pooling_study.md: mean and population std over time, concatenated."""
+    """The default chosen in results/pooling_study/README.md: mean and population std over time, concatenated."""
     model = load_model(checkpoint)
     assert model.options.scene_pooling == "mean+std"
     assert model.scene_embedding_size == 2 * model.timestamp_embedding_size
