@@ -15,7 +15,7 @@ from hear_embed.train import checkpoints, tokenizer_stage
 from hear_embed.train.checkpoints import TrainingError
 from hear_embed.train.config_file import ConfigError
 from hear_embed.train.runner import TrainConfig, train
-from tests.builders.training import tokenizer_sections, training_clips, write_config, write_manifest
+from tests.builders.training import tokenizer_sections, write_config
 
 STEPS = 4
 
@@ -23,11 +23,6 @@ STEPS = 4
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_manifest(tmp_path_factory.mktemp("data"), training_clips(8))
 
 
 def config_file(folder: Path, manifest: Path, **train) -> Path:

@@ -27,11 +27,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_manifest(tmp_path_factory.mktemp("data"), training_clips(8))
-
-
-@pytest.fixture(scope="module")
 def random_tokenizer(tmp_path_factory):
     torch.manual_seed(0)
     config = TokenizerConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_transformer_layers=1,
