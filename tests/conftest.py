@@ -1,13 +1,22 @@
-"""Fixtures every test area needs: default caches kept out of ~/.cache, and the project's shared folder."""
+"""Fixtures every test area needs: torch on one thread, default caches kept out of ~/.cache, and the project's
+shared folder."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.builders.paths import SHARED
 
 CACHE_VARIABLES = ("HEAR_EMBED_CACHE", "HEAR_EMBED_EVAL_CACHE")  # weights cache; harness cache (file hashes)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> None:
+    """Torch on one CPU thread in every test, whatever ran before it (code under test may change the count; the
+    machine is shared; subprocesses set their own)."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

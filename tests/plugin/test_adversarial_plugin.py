@@ -37,11 +37,6 @@ AUDIO = FIXTURES / "audio"
 WAV = AUDIO / "0_george_2.wav"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(parity_dir) -> Path:
     return parity_dir / "acoustic_model_small.pth"

@@ -25,11 +25,6 @@ LOADERS = {"acoustic_model": load_acoustic_model, "tokenizer": load_tokenizer}
 PREFIXES = ["module.", "model.", "encoder.", "acoustic_model.", "tokenizer.", "module.model."]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def _log_mel(reference, i: int) -> torch.Tensor:
     return Frontend()(torch.from_numpy(reference[f"clip{i}_waveform"])[None])
 

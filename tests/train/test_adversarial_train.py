@@ -20,11 +20,6 @@ from tests.builders.training import tokenizer_sections, write_config
 STEPS = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def config_file(folder: Path, manifest: Path, **train) -> Path:
     sections = tokenizer_sections(manifest, **{"steps": STEPS, "checkpoint_every": 1, **train})
     return write_config(folder, "cfg.json", sections)

@@ -26,11 +26,6 @@ TOY_TEACHER = (
     "    return emb, times\n")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture
 def toy_teachers(tmp_path, monkeypatch):
     """Two HEAR-API toy modules with 6 and 9 features per frame; -> a "multi" spec builder."""

@@ -24,7 +24,6 @@ SPLITS = {"tokenizer": (2, 1), "mam": (1, 2)}
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["tokenizer", "mam"])
 def test_two_process_ddp_matches_single_process(tmp_path, stage):
-    torch.set_num_threads(1)
     module, sections = STAGES[stage]
     # crops of 0.35 s from clips at least that long: every clip has the same length, so per-process mean
     # losses average to the global mean exactly; dropout is 0 in the tiny configs

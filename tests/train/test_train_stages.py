@@ -21,11 +21,6 @@ from tests.builders.paths import REPO
 from tests.builders.training import mam_sections, tokenizer_sections, training_clips, write_config, write_manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def random_tokenizer(tmp_path_factory):
     torch.manual_seed(0)

@@ -38,7 +38,6 @@ def plain_vit(state: dict, tokens: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("cls_tokens", [1, 2])
 def test_ssast_teacher_matches_plain_recomputation(tmp_path, cls_tokens):
-    torch.set_num_threads(1)
     state = ssast_state_dict(1024, cls_tokens)
     torch.save(state, tmp_path / "ssast.pth")
     teacher = build_teacher({"kind": "ssast", "checkpoint": str(tmp_path / "ssast.pth"), "num_heads": HEADS})
@@ -131,7 +130,6 @@ def plain_crepe_embedding(state: dict, windows: torch.Tensor) -> torch.Tensor:
 
 
 def test_crepe_teacher_matches_plain_recomputation(tmp_path):
-    torch.set_num_threads(1)
     state = crepe_state_dict("tiny")
     torch.save(state, tmp_path / "tiny.pth")
     teacher = build_teacher({"kind": "crepe", "checkpoint": str(tmp_path / "tiny.pth"), "capacity": "tiny"})
