@@ -6,16 +6,14 @@ what ``get_scene_embeddings`` does with the ``scene_pooling`` option). Files of 
 speaker and digit are used (10 takes: 600 files), split by take (the lower half is test, as in FSDD's own
 split) or by speaker (``--test-speakers`` are test).
 
-    python -m eval.pooling_study --weights tests/fixtures/official_parity/acoustic_model_small.pth random
-    python -m eval.pooling_study --split speaker --weights random
-    python -m eval.pooling_study --weights authors   # once the released weights are in the cache
+    python -m eval.pooling_study --fsdd ../shared/data/fsdd/recordings \
+        --weights tests/fixtures/official_parity/acoustic_model_small.pth random
+    python -m eval.pooling_study --fsdd ../shared/data/fsdd/recordings --split speaker --weights random
+    python -m eval.pooling_study --fsdd FSDD/recordings --weights authors   # once the released weights are cached
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +24,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hear_embed.api import SCENE_POOLINGS, get_timestamp_embeddings, load_model, pool_frames
+from hear_embed.atomic_files import write_json_atomically
 from hear_embed.audio_io import read_audio
-
-DEFAULT_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
 
 
 def fsdd_split(folder: Path, takes: int, test_speakers: list[str] | None) -> dict[str, list[tuple[Path, int]]]:
@@ -76,7 +73,8 @@ def study(weights: str, split: dict[str, list[tuple[Path, int]]]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", nargs="+", default=["random"], help="weights sources for load_model")
-    parser.add_argument("--fsdd", type=Path, default=DEFAULT_FSDD, help="folder of FSDD recordings")
+    parser.add_argument("--fsdd", type=Path, required=True,
+                        help="folder of FSDD recordings, e.g. ../shared/data/fsdd/recordings")
     parser.add_argument("--takes", type=int, default=10, help="use takes 0..N-1 of every speaker and digit")
     parser.add_argument("--split", choices=["take", "speaker"], default="take",
                         help="take: the lower half of the takes is test; speaker: --test-speakers are test")
@@ -86,7 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     test_speakers = args.test_speakers.split(",") if args.split == "speaker" else None
-    split = fsdd_split(args.fsdd, args.takes, test_speakers)
+    try:
+        split = fsdd_split(args.fsdd, args.takes, test_speakers)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"FSDD: {len(split['train'])} train, {len(split['test'])} test files ({args.split}-disjoint)")
     results = []
     for weights in args.weights:
@@ -96,11 +97,9 @@ def main() -> None:
         print(f"{weights}: {scores}  ({result['embed_seconds']} s embedding)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-        with os.fdopen(handle, "w") as file:
-            json.dump({"split": args.split, "test_speakers": test_speakers,
-                       "files": {name: len(rows) for name, rows in split.items()}, "results": results}, file, indent=2)
-        os.replace(temporary, args.out)
+        write_json_atomically(args.out, {"split": args.split, "test_speakers": test_speakers,
+                                         "files": {name: len(rows) for name, rows in split.items()},
+                                         "results": results}, indent=2)
 
 
 if __name__ == "__main__":

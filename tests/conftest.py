@@ -1,17 +1,22 @@
-"""Shared test fixtures: paths to the reference-parity fixtures shipped in tests/fixtures; caches kept out of ~/.cache."""
+"""Fixtures every test area needs: torch on one thread, default caches kept out of ~/.cache, and the project's
+shared folder."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_parity"
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_parity"
-
+from tests.builders.paths import SHARED
 
 CACHE_VARIABLES = ("HEAR_EMBED_CACHE", "HEAR_EMBED_EVAL_CACHE")  # weights cache; harness cache (file hashes)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> None:
+    """Torch on one CPU thread in every test, whatever ran before it (code under test may change the count; the
+    machine is shared; subprocesses set their own)."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,22 +31,6 @@ def caches_in_temporary_folders(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def parity_dir() -> Path:
-    return FIXTURES
-
-
-@pytest.fixture(scope="session")
-def reference() -> dict[str, np.ndarray]:
-    """Inputs and outputs of the authors' reference code (see tests/fixtures/official_parity/README.md)."""
-    with np.load(FIXTURES / "reference_outputs.npz") as data:
-        return {key: data[key] for key in data.files}
-
-
-@pytest.fixture(scope="session")
-def small_configs() -> dict:
-    return json.loads((FIXTURES / "small_configs.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def manifest() -> dict:
-    return json.loads((FIXTURES / "full_size_manifest.json").read_text())
+def shared_dir() -> Path:
+    """The project's shared read-only folder: $HEAR_EMBED_SHARED, by default ../shared beside the repository."""
+    return SHARED

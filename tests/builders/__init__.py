@@ -1,0 +1,1 @@
+"""Builders shared by the test areas (tests/plugin, tests/eval, tests/train): plain helpers, not test modules."""
