@@ -5,7 +5,7 @@ checkpoint rules (Lightning 1.x: ties are no improvement, a non-finite score sto
 the worst score), event post-processing choice, fold rotation and aggregation as heareval; it is faster
 because the data stay in one tensor, batches are slices, the grid points (and seeds) train as one batched model
 (eval/probe_batched.py; ``train_probe`` here is the one-at-a-time reference) and event post-processing / scoring is
-vectorised (results/heareval_speed.md; tests/test_heareval_crosscheck.py compares with the real heareval).
+vectorised (results/heareval_speed.md; tests/eval/test_heareval_crosscheck.py compares with the real heareval).
 
 Choices:
 - Training batches come in the same order every epoch, as in heareval (its loader never shuffles training

@@ -8,7 +8,7 @@ learning rate, BatchNorm statistics per member, and the sequential early-stoppin
 per member. Weights are stacked along a leading member dimension and every layer is one batched matmul
 (baddbmm), BatchNorm one call with (member, feature) pairs as channels; the losses and the Adam step size are
 computed per member as torch computes them, so on CPU every member's weights equal the sequential ones bit for
-bit (tests/test_probe_batched.py; a fused mean over members or a tensor step size would round differently, and
+bit (tests/eval/test_probe_batched.py; a fused mean over members or a tensor step size would round differently, and
 the Linear bias before a BatchNorm, whose true gradient is 0, would then drift on rounding noise). Members that
 stop leave the batch. On CUDA the dropout masks differ from the sequential ones (its fused dropout draws
 differently); the semantics are the same.

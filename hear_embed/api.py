@@ -24,7 +24,7 @@ class EmbeddingOptions:
     """What ``load_model(**options)`` accepts (heareval passes ``--model-options`` JSON here)."""
 
     layer: int | None = None  # transformer layer whose output is the embedding, 1..num_layers; None = last
-    scene_pooling: str = "mean+std"  # pooling over time, one of SCENE_POOLINGS (default: results/pooling_study.md)
+    scene_pooling: str = "mean+std"  # pooling over time, one of SCENE_POOLINGS (default: results/pooling_study/README.md)
     windows_per_group: int = 4  # 6 s windows encoded together for long audio (memory vs speed)
     quantize: str = "none"  # "int8": torch dynamic int8 Linear layers (CPU only; see hear_embed.export)
 
