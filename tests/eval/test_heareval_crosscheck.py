@@ -24,10 +24,17 @@ heareval = pytest.importorskip("heareval")
 
 @pytest.fixture(scope="module")
 def task_predictions():
+    """heareval's prediction module, patched; the weights-only override apply_patches sets is undone after this
+    module, so no later test loads a file with weights_only=False by default."""
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     apply_patches()
     from heareval.predictions import task_predictions
 
-    return task_predictions
+    yield task_predictions
+    if before is None:
+        os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    else:
+        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = before
 
 
 @pytest.mark.parametrize("grid", sorted(PARAM_GRIDS))
