@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from tests.builders.paths import FIXTURES
+from tests.builders.paths import FIXTURES, REPO
 
 TRAIN_AUDIO = FIXTURES / "train_audio"  # 16 FSDD clips of takes 10-49
 
@@ -46,3 +50,16 @@ def mam_sections(manifest: Path, crop_seconds: float = 0.35, **train) -> dict:
             "train": {**TINY_TRAIN, **train},
             "acoustic_model": TINY_ENCODER,
             "mask": {"rate": 0.4, "mode": "exact"}}
+
+
+def kill_after_logged_steps(command: list[str], log: Path, steps: int, timeout: float = 120.0) -> None:
+    """Run ``command`` from the repository root and SIGKILL it as soon as its ``log.csv`` holds ``steps`` rows
+    (so the checkpoint of step ``steps - 1`` is written), the way a crash would stop it."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 1 + steps:
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

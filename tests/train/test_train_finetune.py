@@ -7,11 +7,7 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -27,8 +23,7 @@ from hear_embed.config import AcousticModelConfig
 from hear_embed.train import finetune_stage
 from hear_embed.train.seeds import mixed_seed
 from hear_embed.weights import load_acoustic_model, save_checkpoint
-from tests.builders.paths import REPO
-from tests.builders.training import training_clips
+from tests.builders.training import kill_after_logged_steps, training_clips
 
 
 @pytest.fixture(scope="module")
@@ -206,15 +201,7 @@ def test_killed_finetuning_resumes_exactly(tmp_path, small_weights):
     command = [sys.executable, "-m", "eval", "finetune", "--tasks-dir", str(tasks), "--out", str(killed),
                "--weights", str(small_weights), "--config", str(tmp_path / "cfg.json"), "--epochs", "8",
                "--batch-size", "4", "--threads", "1", "--no-progress"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed / "checkpoints" / "parity" / "test" / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 1 + 5:  # step 5 logged: checkpoint 4 written
-            break
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_logged_steps(command, killed / "checkpoints" / "parity" / "test" / "log.csv", steps=5)  # step 5 logged: checkpoint 4 written
     checkpoint = "checkpoints/parity/test/checkpoint.pt"
     assert 4 <= torch.load(killed / checkpoint, weights_only=True)["step"] < 24 and not (killed / "scores.csv").exists()
     assert finetune.run(arguments(tasks, killed, small_weights, **extra)) == 0

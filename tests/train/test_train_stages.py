@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,8 +13,7 @@ from hear_embed.train import mam_stage, tokenizer_stage
 from hear_embed.train.decoder import Decoder, GumbelQuantizer
 from hear_embed.train.masking import frame_mask
 from hear_embed.weights import load_acoustic_model, load_tokenizer, save_checkpoint
-from tests.builders.paths import REPO
-from tests.builders.training import mam_sections, tokenizer_sections, training_clips, write_config, write_manifest
+from tests.builders.training import kill_after_logged_steps, mam_sections, tokenizer_sections, training_clips, write_config, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +77,8 @@ def test_killed_process_resumes_exactly(tmp_path, manifest):
     config = write_config(tmp_path, "cfg.json", tokenizer_sections(manifest, steps=24, checkpoint_every=4))
     command = [sys.executable, "-m", "hear_embed.train.tokenizer_stage", "--config", str(config),
                "--out-dir", str(tmp_path / "killed")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "killed" / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 1 + 5:  # step 5 logged: checkpoint 4 written
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_logged_steps(command, log, steps=5)  # step 5 logged: checkpoint 4 written
     state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert state["step"] % 4 == 0 and 4 <= state["step"] < 24
     assert tokenizer_stage.run(config, tmp_path / "killed")["finished"]  # the same run, resumed in this process
