@@ -13,7 +13,6 @@ A frame at time t takes every label whose event has start <= t < end + 0.0001 (m
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import json
@@ -42,9 +41,6 @@ CACHE_FORMAT = 2  # 2: audio and weights files keyed by content (BLAKE2b), not b
 
 # eval.__main__ still imports this name from here to write task results, which may hold NaN scores (d_prime,
 # event F-measures); the one home is hear_embed.atomic_files, where the lead will repoint that import.
-write_json_atomically = functools.partial(atomic_files.write_json_atomically, allow_nan=True)
-
-
 def import_hear_module(name: str) -> ModuleType:
     """Import a HEAR-API module by name, checking it has the three API functions."""
     try:

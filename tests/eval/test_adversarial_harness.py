@@ -104,6 +104,11 @@ def _fake_probe(task, features, **kwargs):
                            mean=score, std=0.0, best_params={}, validation_score=None, protocol="fake", details={})
 
 
+def _fake_seeds(task, features, seeds, **kwargs):
+    """eval.probe.evaluate_seeds with :func:`_fake_probe` for every seed (what eval.run calls)."""
+    return {seed: _fake_probe(task, features) for seed in seeds}
+
+
 def _finished_mean(out: Path) -> float:
     """The mean score of the one finished task result in run folder ``out``."""
     (result,) = (out / "tasks" / "task").glob("*.json")
@@ -112,7 +117,7 @@ def _finished_mean(out: Path) -> float:
 
 def test_finished_task_results_are_not_reused_after_the_audio_changed(tmp_path, fake_module, monkeypatch):
     """The reported symptom: a rerun of ``python -m eval run`` over rewritten audio printed the old scores."""
-    monkeypatch.setattr("eval.probe.evaluate_task", _fake_probe)
+    monkeypatch.setattr("eval.probe.evaluate_seeds", _fake_seeds)
     folder = make_task(tmp_path / "tasks", files_per_split=3)
     add_noise_audio(folder)
     args = ["run", "--model", fake_module, "--tasks-dir", str(tmp_path / "tasks"), "--out", str(tmp_path / "out"),
@@ -189,7 +194,7 @@ def test_task_names_must_be_one_path_component(tmp_path, task_name):
 
 
 def test_traversal_task_name_writes_nothing_outside_out(tmp_path, fake_module, monkeypatch):
-    monkeypatch.setattr("eval.probe.evaluate_task", _fake_probe)
+    monkeypatch.setattr("eval.probe.evaluate_seeds", _fake_seeds)
     folder = make_task(tmp_path / "tasks")
     metadata = json.loads((folder / "task_metadata.json").read_text())
     (folder / "task_metadata.json").write_text(json.dumps({**metadata, "task_name": "../../escaped"}))
@@ -354,9 +359,13 @@ def test_a_missing_split_file_is_reported_with_every_other_problem(tmp_path, fak
     assert "missing split file valid.json" in error and "test_0.wav: empty file (0 bytes)" in error
 
 
-def test_task_results_with_nan_scores_still_write(tmp_path):
-    """eval.__main__ writes task results through eval.embed's name; a NaN score (d_prime, event F) must not abort."""
-    from eval.embed import write_json_atomically
+def test_task_results_with_nan_scores_still_write(tmp_path, fake_module, monkeypatch):
+    """A NaN score (d_prime, event F on an empty test split) is a result, not an error: the run writes it."""
+    def nan_scores(task, features, seeds, **kwargs):
+        return {seed: SimpleNamespace(**{**vars(_fake_probe(task, features)), "mean": float("nan")}) for seed in seeds}
 
-    write_json_atomically(tmp_path / "task.json", {"key": {}, "result": {"mean": float("nan"), "std": 0.0}})
-    assert np.isnan(json.loads((tmp_path / "task.json").read_text())["result"]["mean"])
+    monkeypatch.setattr("eval.probe.evaluate_seeds", nan_scores)
+    make_task(tmp_path / "tasks")
+    assert cli.main(["run", "--model", fake_module, "--tasks-dir", str(tmp_path / "tasks"), "--out",
+                     str(tmp_path / "out"), "--no-progress"]) == 0
+    assert np.isnan(_finished_mean(tmp_path / "out"))
